@@ -1,0 +1,5 @@
+"""`python -m pipeline` is the same program as the `imgedit` console script."""
+
+from pipeline.cli import main
+
+main()

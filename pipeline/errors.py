@@ -1,0 +1,110 @@
+"""One error hierarchy for imgedit. Every message is for a person: what, where, what next.
+
+    ImgeditError
+    ├── InputError                 bad manifest, config or usage: exit 2, nothing sent
+    │   ├── ManifestError          carries every Problem found, each with file:line and field
+    │   └── ConfigError
+    ├── LockHeld                   another run holds this manifest's lock: exit 75
+    ├── RunAborted                 going on is pointless (bad key, no quota): exit 3
+    └── RequestError               one HTTP attempt of one task went wrong
+        ├── TransportError         no HTTP answer
+        │   ├── ConnectError       nothing was sent: safe to retry
+        │   └── OutcomeUnknown     upload done, answer lost (read timeout, dropped
+        │                          connection): the gateway may have billed it
+        ├── StatusError            an HTTP error answer, with the gateway's type/code/message
+        └── BadResponse            a 200 whose body is unreadable or whose bytes are no image
+
+Whether a RequestError is retried, terminal or fatal is decided in retry.py,
+never here: these classes only describe what happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.task import Location
+
+
+class ImgeditError(Exception):
+    """Base of every error imgedit raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the user's input."""
+
+    where: Location
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.field}: {self.message}"
+
+
+class InputError(ImgeditError):
+    exit_code = 2
+
+
+class ManifestError(InputError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{len(problems)} {noun} found; nothing was sent:\n{lines}")
+
+
+class ConfigError(InputError):
+    pass
+
+
+class LockHeld(ImgeditError):
+    exit_code = 75
+
+
+class RunAborted(ImgeditError):
+    exit_code = 3
+
+
+class RequestError(ImgeditError):
+    """One failed HTTP attempt. `kind` is a short stable label for the ledger."""
+
+    kind = "request_error"
+
+
+class TransportError(RequestError):
+    kind = "transport"
+
+
+class ConnectError(TransportError):
+    kind = "connect"
+
+
+class OutcomeUnknown(TransportError):
+    kind = "unknown_outcome"
+
+
+class BadResponse(RequestError):
+    kind = "bad_response"
+
+
+class StatusError(RequestError):
+    kind = "status"
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ):
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.request_id = request_id
+        self.retry_after = retry_after  # seconds the server asked us to wait, if it said
+        label = " ".join(x for x in (type, code) if x)
+        super().__init__(f"HTTP {status}{f' {label}' if label else ''}: {message}")

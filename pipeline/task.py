@@ -1,0 +1,90 @@
+"""The vocabulary every layer shares: a Task to run and the States it moves through.
+
+A Task is pure data, fully resolved by the manifest: absolute paths, merged
+defaults, the output template with its placeholder values. It never touches
+the network, the ledger or the disk.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Fields a task may send to the gateway besides images, mask and prompt.
+REQUEST_FIELDS = (
+    "model",
+    "n",
+    "size",
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "input_fidelity",
+    "response_format",
+    "user",
+)
+
+IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class State(enum.StrEnum):
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # a request may have been billed but no answer came
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something was written: a file and a 1-based line (0 = unknown)."""
+
+    file: Path
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else str(self.file)
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    images: tuple[Path, ...]
+    prompt: str
+    where: Location
+    root: Path  # the manifest's folder: relative outputs resolve against it
+    mask: Path | None = None
+    # Request fields (model, n, size, ...) after defaults were merged; model is always there.
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    output: str = "{dir}/{stem}.edited.{ext}"
+    # Values for the output template besides {ext} and {index}: dir, stem, id, CSV columns.
+    placeholders: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return str(self.fields["model"])
+
+    @property
+    def n(self) -> int:
+        return int(self.fields.get("n", 1))
+
+    def output_path(self, index: int, ext: str) -> Path:
+        """The file for output `index` in format `ext`.
+
+        With n > 1 and no {index} in the template, "-{index}" goes before the
+        extension, so several outputs never share a name.
+        """
+        template = self.output
+        if self.n > 1 and "{index}" not in template:
+            head, dot, tail = template.rpartition(".")
+            template = f"{head}-{{index}}.{tail}" if dot else f"{template}-{{index}}"
+        values = {**self.placeholders, "id": self.id, "index": str(index), "ext": ext}
+        path = Path(template.format_map(values))
+        return path if path.is_absolute() else self.root / path
+
+    def sidecar_path(self, ext: str) -> Path:
+        """`<first output without extension>.json`, beside the outputs."""
+        return self.output_path(0, ext).with_suffix(".json")
