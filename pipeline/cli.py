@@ -1,0 +1,172 @@
+"""The `imgedit` command line: parse options, call one module, map errors to exit codes.
+
+Exit codes (the contract): 0 all done, 1 some tasks failed, 2 bad manifest,
+config or usage (nothing sent), 3 aborted (bad key, no quota, no such model),
+75 another run holds the lock, 130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline import runner
+from pipeline.errors import ImgeditError, InputError
+from pipeline.plan import Selection
+
+MANIFEST = click.Path(exists=False, dir_okay=False, path_type=Path)
+
+
+def _config_option(f: Any) -> Any:
+    return click.option("--config", envvar="IMGEDIT_CONFIG", metavar="PATH",
+                        help="Folder (or providers.yaml inside it) with your own providers, "
+                             "models and defaults. [env: IMGEDIT_CONFIG]")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="imgedit")
+def main() -> None:
+    """Batch image edits through an OpenAI-compatible gateway, keeping every result.
+
+    Write a manifest (see jobs/demo.yaml), check it with `imgedit validate`,
+    run it with `imgedit run`; run again to pick up only what changed or failed.
+    """
+
+
+@main.command()
+@click.argument("manifest", type=MANIFEST)
+@_config_option
+@click.option("--concurrency", type=click.IntRange(1, 512), help="Requests in flight at most.")
+@click.option("--rate", metavar="R", help="Requests per time, like 30/min or 2/s.")
+@click.option("--retries", type=click.IntRange(0, 100), help="Further attempts per task.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), metavar="SECONDS",
+              help="Per request (default 300: edits can take minutes).")
+@click.option("--provider", metavar="NAME", help="A provider from providers.yaml.")
+@click.option("--base-url", metavar="URL", help="Overrides the provider and IMGEDIT_BASE_URL.")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path),
+              help="Ledger file (default: <manifest>.ledger.sqlite beside the manifest).")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N",
+              help="Send only the first N runnable tasks.")
+@click.option("--only", multiple=True, metavar="ID", help="Only this task id (repeatable).")
+@click.option("--retry-failed", is_flag=True, help="Also re-attempt terminal failures.")
+@click.option("--only-failed", is_flag=True,
+              help="Only tasks whose last outcome was a failure (or unknown).")
+@click.option("--force", is_flag=True, help="Send even tasks that are done.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the plan; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--max-cost", type=click.FloatRange(min=0), metavar="AMOUNT",
+              help="Refuse to start above this estimate; stop launching once spent.")
+@click.option("--no-retry-unknown", is_flag=True,
+              help="Hold tasks whose request may have been billed, instead of re-sending.")
+@click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="After Ctrl-C/SIGTERM, how long in-flight requests may finish (default 30).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary and errors.")
+def run(manifest: Path, config: str | None, provider: str | None, base_url: str | None,
+        ledger: Path | None, limit: int | None, only: tuple[str, ...], retry_failed: bool,
+        only_failed: bool, force: bool, dry_run: bool, as_json: bool,
+        no_retry_unknown: bool, quiet: bool, **flags: Any) -> None:
+    """Run every task of MANIFEST that has not yet succeeded for its current inputs."""
+    selection = Selection(only=frozenset(only), only_failed=only_failed,
+                          retry_failed=retry_failed or only_failed, force=force,
+                          retry_unknown=not no_retry_unknown, limit=limit)
+    if no_retry_unknown:
+        flags["retry_unknown"] = False
+    options = runner.RunOptions(manifest=manifest, config=config, provider=provider,
+                                base_url=base_url, ledger=ledger, flags=flags,
+                                selection=selection, dry_run=dry_run, json=as_json, quiet=quiet)
+    sys.exit(_guard(lambda: runner.run(options, click.echo)))
+
+
+@main.command()
+@click.argument("manifest", type=MANIFEST)
+@_config_option
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
+def validate(manifest: Path, config: str | None, ledger: Path | None) -> None:
+    """Check MANIFEST (schema, files, model limits) and print the plan and its cost."""
+    options = runner.RunOptions(manifest=manifest, config=config, ledger=ledger, dry_run=True)
+    sys.exit(_guard(lambda: runner.run(options, click.echo)))
+
+
+@main.command()
+@click.argument("manifest", type=MANIFEST)
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(manifest: Path, ledger: Path | None, as_json: bool) -> None:
+    """Counts by state, and each failed task with its reason and attempts."""
+    from pipeline import inspect
+
+    def show() -> int:
+        report = inspect.status(manifest, ledger)
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2) if as_json
+                   else inspect.status_text(report))
+        return 0
+
+    sys.exit(_guard(show))
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
+@click.option("--fault", "faults", multiple=True, metavar="NAME=RATE",
+              help="Inject a fault at a rate, e.g. 502=0.1, drop=0.05, 429=0.2 (repeatable).")
+@click.option("--latency", metavar="SPEC", help="Seconds, or uniform:A,B or normal:MEAN,SD.")
+@click.option("--rate-limit", metavar="R", help="Answer 429 above this rate, like 30/min.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Repeat a scenario exactly.")
+@click.option("--response", type=click.Choice(["auto", "b64", "url", "data-url"]),
+              default="auto", show_default=True, help="How images come back.")
+def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit: str | None,
+             seed: int, response: str) -> None:
+    """Serve the local gateway simulator: free rehearsals of a manifest."""
+    from pipeline.simulator import SimulatorOptions, serve
+
+    parsed: dict[str, float] = {}
+    for item in faults:
+        name, _, rate = item.partition("=")
+        try:
+            parsed[name] = float(rate)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not NAME=RATE", param_hint="--fault") from None
+    options: dict[str, Any] = {"port": port, "faults": parsed, "seed": seed, "response": response}
+    if latency:
+        options["latency"] = latency
+    if rate_limit:
+        options["rate_limit"] = rate_limit
+    try:
+        sim_options = SimulatorOptions.from_mapping(options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    serve(sim_options)
+
+
+def _guard(action: Any) -> int:
+    """Our errors become a message and their exit code; bugs keep their traceback."""
+    try:
+        return int(action())
+    except ImgeditError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return int(getattr(exc, "exit_code", InputError.exit_code))
+
+
+@main.command()
+@click.argument("manifest", type=MANIFEST)
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here instead of stdout.")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
+def export(manifest: Path, fmt: str, output: Path | None, ledger: Path | None) -> None:
+    """Write the ledger's task table as CSV or JSON lines."""
+    from pipeline import inspect
+
+    def write() -> int:
+        if output is None:
+            inspect.export(manifest, fmt, sys.stdout, ledger)
+            return 0
+        with output.open("w", encoding="utf-8", newline="") as fh:
+            rows = inspect.export(manifest, fmt, fh, ledger)
+        click.echo(f"wrote {rows} tasks to {output}", err=True)
+        return 0
+
+    sys.exit(_guard(write))

@@ -1,0 +1,205 @@
+"""One HTTP attempt of one task: build the multipart request, send it, decode the answer.
+
+Owns the wire format ("The API" in DESIGN.md): `image` for one file, repeated
+`image[]` for several, each part with its real content type, `model` always
+sent, `response_format` never sent to gpt-image models. Answers come back as
+`b64_json`, a `url` (downloaded at once, with the key only for the gateway's
+own host) or a `data:` URL; the bytes are verified to be an image.
+
+It never retries, sleeps, writes files or touches the ledger: every failure
+is raised as a RequestError for retry.py to judge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from PIL import Image
+
+from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, StatusError
+from pipeline.models import sniff_format
+from pipeline.retry import parse_retry_after
+from pipeline.settings import Provider
+from pipeline.task import IMAGE_FORMATS, Task
+
+
+@dataclass(frozen=True)
+class Answer:
+    images: list[bytes]
+    formats: list[str]  # the real format of each image: png, jpeg or webp
+    usage: dict[str, Any] | None
+    revised_prompt: str | None
+    request_id: str | None
+
+
+def sends_response_format(model: str) -> bool:
+    return not model.startswith("gpt-image")  # gpt-image models answer 400 to it
+
+
+class Gateway:
+    def __init__(self, session: aiohttp.ClientSession, provider: Provider, timeout: float):
+        if not provider.base_url:
+            raise ValueError("the provider has no base URL yet")
+        self.session = session
+        self.provider = provider
+        self.url = f"{provider.base_url}/images/edits"
+        self.host = urlsplit(provider.base_url).netloc
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(30.0, timeout))
+
+    def _headers(self, idempotency_key: str) -> dict[str, str]:
+        headers = {**self.provider.headers, "Idempotency-Key": idempotency_key}
+        if self.provider.api_key:
+            headers["Authorization"] = f"Bearer {self.provider.api_key.reveal()}"
+        return headers
+
+    def _form(self, task: Task, files: ExitStack) -> aiohttp.FormData:
+        """Files are opened anew for every attempt and streamed by aiohttp, so a
+        retry never sends a half-read body and large inputs never sit in memory."""
+        form = aiohttp.FormData(quote_fields=False)
+        form.add_field("model", task.model)
+        form.add_field("prompt", task.prompt)
+        name = self.provider.image_field if len(task.images) == 1 else self.provider.images_field
+        for path in task.images:
+            form.add_field(name, files.enter_context(path.open("rb")),
+                           filename=path.name, content_type=_content_type(path))
+        if task.mask is not None:
+            form.add_field("mask", files.enter_context(task.mask.open("rb")),
+                           filename=task.mask.name, content_type=_content_type(task.mask))
+        for key, value in task.fields.items():
+            if key == "model" or value is None:
+                continue
+            if key == "response_format" and not sends_response_format(task.model):
+                continue
+            form.add_field(key, str(value).lower() if isinstance(value, bool) else str(value))
+        return form
+
+    async def edit(self, task: Task, idempotency_key: str) -> Answer:
+        with ExitStack() as files:
+            form = self._form(task, files)
+            try:
+                async with self.session.post(
+                    self.url, data=form, headers=self._headers(idempotency_key),
+                    timeout=self.timeout,
+                ) as response:
+                    request_id = _request_id(response.headers)
+                    body = await response.read()
+                    if response.status != 200:
+                        raise _status_error(response, body, request_id)
+            except aiohttp.ClientConnectorError as exc:
+                raise ConnectError(f"cannot connect to {self.host}: {exc.os_error}") from exc
+            except aiohttp.ConnectionTimeoutError as exc:
+                raise ConnectError(f"connecting to {self.host} timed out") from exc
+            except (TimeoutError, asyncio.TimeoutError) as exc:
+                raise OutcomeUnknown(
+                    f"no answer within {self.timeout.total:g} s after the upload") from exc
+            except aiohttp.ClientError as exc:
+                # The connection broke after we began sending: we cannot know
+                # whether the gateway got (and billed) the request.
+                raise OutcomeUnknown(f"connection lost: {exc}") from exc
+        return await self._decode(body, request_id)
+
+    async def _decode(self, body: bytes, request_id: str | None) -> Answer:
+        try:
+            payload = json.loads(body)
+            items = payload["data"]
+            if not isinstance(items, list) or not items:
+                raise ValueError("no images in 'data'")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadResponse(f"unreadable answer ({exc}): {body[:120]!r}") from exc
+        images = [await self._image_bytes(item) for item in items]
+        formats = [_verified_format(data) for data in images]
+        revised = next((i.get("revised_prompt") for i in items if i.get("revised_prompt")), None)
+        return Answer(images, formats, payload.get("usage"), revised, request_id)
+
+    async def _image_bytes(self, item: dict[str, Any]) -> bytes:
+        if item.get("b64_json"):
+            return _b64(item["b64_json"])
+        url = item.get("url") or ""
+        if url.startswith("data:"):
+            return _b64(url.partition(",")[2])
+        if url.startswith(("http://", "https://")):
+            return await self._download(url)
+        raise BadResponse("an answer item has neither b64_json nor a url")
+
+    async def _download(self, url: str) -> bytes:
+        # The key goes only to the gateway's own host, never to a CDN or a third party.
+        same_host = urlsplit(url).netloc == self.host
+        headers = self._headers("")
+        headers.pop("Idempotency-Key")
+        if not same_host:
+            headers.pop("Authorization", None)
+        try:
+            async with self.session.get(url, headers=headers, timeout=self.timeout) as response:
+                body = await response.read()
+                if response.status != 200:
+                    raise BadResponse(f"downloading the result failed: HTTP {response.status}")
+                return body
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BadResponse(f"downloading the result failed: {exc}") from exc
+
+
+def _content_type(path: Any) -> str:
+    with path.open("rb") as fh:
+        fmt = sniff_format(fh.read(16))
+    return IMAGE_FORMATS.get(fmt or "", "application/octet-stream")
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadResponse(f"b64_json is not valid base64: {exc}") from exc
+
+
+def _verified_format(data: bytes) -> str:
+    fmt = sniff_format(data[:16])
+    if fmt is None:
+        raise BadResponse(f"the answer's bytes are not an image: {data[:16]!r}")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise BadResponse(f"the answer's {fmt} image is corrupt: {exc}") from exc
+    return fmt
+
+
+def _request_id(headers: Any) -> str | None:
+    return headers.get("x-request-id") or headers.get("x-oneapi-request-id")
+
+
+def _status_error(response: aiohttp.ClientResponse, body: bytes, request_id: str | None) -> StatusError:
+    error: dict[str, Any] = {}
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            error = parsed["error"]
+    except ValueError:
+        pass  # HTML error pages from proxies: keep a short, readable excerpt
+    message = error.get("message") or _excerpt(body) or response.reason or "no message"
+    return StatusError(
+        response.status, str(message),
+        type=error.get("type"), code=_str_or_none(error.get("code")),
+        request_id=request_id,
+        retry_after=parse_retry_after(response.headers, now=time.time()),
+    )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _excerpt(body: bytes) -> str:
+    text = body.decode("utf-8", "replace")
+    if "<title>" in text:
+        text = text.split("<title>", 1)[1].split("</title>", 1)[0]
+    return " ".join(text.split())[:200]

@@ -1,0 +1,451 @@
+"""The ledger: one SQLite file per manifest that remembers what was asked, paid for and returned.
+
+Owns the schema (an append-only list of migrations; the version lives in
+`PRAGMA user_version`), each task's current state, one row per HTTP attempt,
+one row per run, and the (path, size, mtime) → sha256 cache of input files.
+
+It must never store an API key, never block the event loop for long (calls are
+synchronous and take microseconds: writes are batched and nothing is fsynced
+per call), and never lose a recorded success (`mark_succeeded` commits at once).
+
+Durability: WAL with `synchronous=NORMAL`. A commit appends its frames to the
+WAL with write(); they sit in the OS page cache, so a kill -9 of this process
+loses nothing committed. Only a power cut or kernel crash can lose the last
+commits, and that costs a re-sent request, never a corrupt ledger.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from pipeline.errors import InputError
+from pipeline.task import State, Task
+
+FLUSH_EVERY_WRITES = 500
+FLUSH_EVERY_SECONDS = 0.2
+BUSY_TIMEOUT_MS = 5000
+INTERRUPTED = "the previous run stopped while this request was in flight; it may have been billed"
+# Option names that might carry a credential: dropped before options reach the file.
+_SECRET_WORDS = ("key", "token", "secret", "authorization")
+
+
+def default_path(manifest_path: Path) -> Path:
+    """`<manifest folder>/<manifest stem>.ledger.sqlite`."""
+    return manifest_path.with_name(f"{manifest_path.stem}.ledger.sqlite")
+
+
+class Outcome(enum.StrEnum):
+    """What one HTTP attempt came to."""
+
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"  # failed, and another attempt follows
+    FAILED = "failed"  # failed, and the task gives up
+    UNKNOWN = "unknown"  # sent, no answer: may have been billed
+    ABORTED = "aborted"  # cancelled (Ctrl-C, run aborted) before an answer
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task's row. outputs/sidecar/usage/cost/request_id describe its last success."""
+
+    id: str
+    fingerprint: str
+    state: State
+    terminal: bool
+    reason: str | None
+    error_type: str | None
+    error_code: str | None
+    attempts: int
+    outputs: list[Path]
+    sidecar: Path | None
+    model: str | None
+    prompt: str | None
+    cost: float | None
+    usage: dict[str, Any] | None
+    request_id: str | None
+    run_id: int | None
+    updated_at: datetime
+    first_input: Path | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """One HTTP attempt. Leave `number` None and the ledger numbers it (1-based per task)."""
+
+    task_id: str
+    run_id: int
+    started_at: datetime
+    outcome: Outcome
+    number: int | None = None
+    latency_s: float | None = None
+    status: int | None = None  # HTTP status; None when no answer came
+    error_type: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+    request_id: str | None = None
+
+
+# --- schema: append only; never edit a migration that has shipped -------------------------
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+migration = MIGRATIONS.append
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    # One statement per execute(): executescript() would COMMIT the migration's transaction.
+    db.execute(
+        """CREATE TABLE runs (
+        id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
+        manifest TEXT NOT NULL, options TEXT NOT NULL, exit_code INTEGER, counts TEXT,
+        cost REAL NOT NULL DEFAULT 0  -- USD of this run's successes: survives later re-runs
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE tasks (
+        id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('pending', 'submitted', 'succeeded', 'failed', 'unknown')),
+        terminal INTEGER NOT NULL DEFAULT 0, reason TEXT, error_type TEXT, error_code TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0, outputs TEXT NOT NULL DEFAULT '[]', sidecar TEXT,
+        model TEXT, prompt TEXT, cost REAL, usage TEXT, request_id TEXT, run_id INTEGER,
+        updated_at TEXT NOT NULL, first_input TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, run_id INTEGER, number INTEGER NOT NULL,
+        started_at TEXT NOT NULL, latency_s REAL, status INTEGER, error_type TEXT,
+        error_code TEXT, message TEXT, request_id TEXT,
+        outcome TEXT NOT NULL
+            CHECK (outcome IN ('succeeded', 'retry', 'failed', 'unknown', 'aborted'))
+        )"""
+    )
+    db.execute("CREATE INDEX attempts_by_task ON attempts (task_id, number)")
+    db.execute(
+        """CREATE TABLE file_hashes (
+        path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+        sha256 TEXT NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    # IMMEDIATE takes the write lock before reading the version, so two processes
+    # opening an old file at once cannot both apply the same migration.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise InputError(
+                f"{path}: this ledger was written by a newer imgedit (schema v{version}; this one"
+                f" knows up to v{len(MIGRATIONS)}); upgrade imgedit or use another --ledger"
+            )
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            step(db)
+            db.execute(f"PRAGMA user_version = {number}")  # transactional: part of this commit
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+# --- the ledger -----------------------------------------------------------------------------
+
+_TASK_COLUMNS = (
+    "id, fingerprint, state, terminal, reason, error_type, error_code, attempts, outputs,"
+    " sidecar, model, prompt, cost, usage, request_id, run_id, updated_at, first_input"
+)
+
+
+class Ledger:
+    """The ledger of one manifest. Synchronous; use from one thread (the event loop's)."""
+
+    def __init__(self, db: sqlite3.Connection, clock: Callable[[], float]):
+        self._db = db
+        self._clock = clock
+        self._pending = 0
+        self._last_commit = clock()
+
+    @classmethod
+    def open(
+        cls, path: Path, *, recover: bool = True, clock: Callable[[], float] = time.monotonic
+    ) -> Ledger:
+        """Open (creating and migrating as needed) the ledger at `path`.
+
+        With `recover` (for `run`, which holds the RunLock), tasks a crashed run left
+        `submitted` become `unknown`. Read-only commands (status, report, export) pass
+        recover=False so they never relabel the in-flight tasks of a live run.
+        """
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, to batch writes.
+            db = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise InputError(f"{path}: cannot open the ledger ({exc})") from exc
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")  # see the module docstring: kill -9 safe
+            _migrate(db, path)
+            if recover:
+                db.execute(
+                    "UPDATE tasks SET state = 'unknown', reason = ?, updated_at = ?"
+                    " WHERE state = 'submitted'",
+                    (INTERRUPTED, _now()),
+                )
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise InputError(f"{path}: cannot use this file as a ledger ({exc})") from exc
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, clock)
+
+    def close(self) -> None:
+        """Commit what is pending and close. Safe to call twice."""
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing: batched into one open transaction, committed by flush() --
+
+    def flush(self) -> None:
+        """Commit pending writes now."""
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        self._pending = 0
+        self._last_commit = self._clock()
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        if not self._db.in_transaction:
+            # IMMEDIATE: take the write lock now (waiting up to busy_timeout) rather than
+            # fail later when a read inside the transaction must become a write.
+            self._db.execute("BEGIN IMMEDIATE")
+        return self._db.execute(sql, params)
+
+    def _wrote(self) -> None:
+        self._pending += 1
+        if (
+            self._pending >= FLUSH_EVERY_WRITES
+            or self._clock() - self._last_commit >= FLUSH_EVERY_SECONDS
+        ):
+            self.flush()
+
+    def _set_task(self, task_id: str, fingerprint: str, state: State, **columns: Any) -> None:
+        # Column names come from this module only, never from input.
+        names = ["id", "fingerprint", "state", "updated_at", *columns]
+        values = (task_id, fingerprint, state.value, _now(), *columns.values())
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names[1:])
+        self._write(
+            f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+            f" ON CONFLICT (id) DO UPDATE SET {updates}",
+            values,
+        )
+
+    def start_run(self, manifest: Path, options: Mapping[str, Any]) -> int:
+        cursor = self._write(
+            "INSERT INTO runs (started_at, manifest, options) VALUES (?, ?, ?)",
+            (_now(), str(manifest), _json(_without_secrets(options))),
+        )
+        self.flush()
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def finish_run(self, run_id: int, exit_code: int, counts: Mapping[str, int]) -> None:
+        self._write(
+            "UPDATE runs SET finished_at = ?, exit_code = ?, counts = ? WHERE id = ?",
+            (_now(), exit_code, _json(dict(counts)), run_id),
+        )
+        self.flush()
+
+    def mark_submitted(self, run_id: int, task: Task, fingerprint: str) -> None:
+        """Committed at once: after a crash the task must show as possibly billed."""
+        first = str(task.images[0]) if task.images else None
+        self._set_task(
+            task.id, fingerprint, State.SUBMITTED, terminal=0, reason=None, error_type=None,
+            error_code=None, model=task.model, prompt=task.prompt, run_id=run_id,
+            first_input=first,
+        )
+        self.flush()
+
+    def record_attempt(self, attempt: Attempt) -> int:
+        """Log one HTTP attempt (batched) and return its number (1-based per task)."""
+        row = self._write(
+            "UPDATE tasks SET attempts = attempts + 1 WHERE id = ? RETURNING attempts",
+            (attempt.task_id,),
+        ).fetchone()
+        number = attempt.number
+        if number is None:
+            number = row[0] if row else 1 + self._scalar(
+                "SELECT COUNT(*) FROM attempts WHERE task_id = ?", (attempt.task_id,)
+            )
+        self._write(
+            "INSERT INTO attempts (task_id, run_id, number, started_at, latency_s, status,"
+            " error_type, error_code, message, request_id, outcome)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                attempt.task_id, attempt.run_id, number, attempt.started_at.isoformat(),
+                attempt.latency_s, attempt.status, attempt.error_type, attempt.error_code,
+                attempt.message, attempt.request_id, Outcome(attempt.outcome).value,
+            ),
+        )
+        self._wrote()
+        return number
+
+    def mark_succeeded(
+        self,
+        task_id: str,
+        fingerprint: str,
+        outputs: list[Path],
+        sidecar: Path,
+        *,
+        usage: Mapping[str, Any] | None,
+        cost: float | None,
+        request_id: str | None,
+    ) -> None:
+        """Committed at once: the proof the user paid and has the file must survive a kill -9."""
+        self._set_task(
+            task_id, fingerprint, State.SUCCEEDED, terminal=0, reason=None, error_type=None,
+            error_code=None, outputs=_json([str(p) for p in outputs]), sidecar=str(sidecar),
+            usage=None if usage is None else _json(dict(usage)), cost=cost,
+            request_id=request_id,
+        )
+        self._write(
+            "UPDATE runs SET cost = cost + ? WHERE id = (SELECT run_id FROM tasks WHERE id = ?)",
+            (cost or 0.0, task_id),
+        )
+        self.flush()
+
+    def mark_failed(
+        self,
+        task_id: str,
+        fingerprint: str,
+        *,
+        terminal: bool,
+        reason: str,
+        error_type: str | None,
+        error_code: str | None,
+    ) -> None:
+        self._set_task(
+            task_id, fingerprint, State.FAILED, terminal=int(terminal), reason=reason,
+            error_type=error_type, error_code=error_code,
+        )
+        self._wrote()
+
+    def mark_unknown(self, task_id: str, fingerprint: str, *, reason: str) -> None:
+        self._set_task(task_id, fingerprint, State.UNKNOWN, terminal=0, reason=reason)
+        self._wrote()
+
+    def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256)"
+            " VALUES (?, ?, ?, ?)",
+            (str(path), size, mtime_ns, sha256),
+        )
+        self._wrote()
+
+    # -- reading: sees this connection's own pending writes --
+
+    def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        row = self._db.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    def file_hash(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        result: str | None = self._scalar(
+            "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (str(path), size, mtime_ns),
+        )
+        return result
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        row = self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        found = row.fetchone()
+        return _record(found) if found else None
+
+    def records(self) -> Iterator[TaskRecord]:
+        """Every task, ordered by id, streamed from a cursor (flat memory for 100k tasks)."""
+        for row in self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id"):
+            yield _record(row)
+
+    def states(self) -> dict[str, tuple[str, State, bool]]:
+        """task id → (fingerprint, state, terminal), in one query: what planning needs."""
+        rows = self._db.execute("SELECT id, fingerprint, state, terminal FROM tasks")
+        return {id_: (fp, State(state), bool(terminal)) for id_, fp, state, terminal in rows}
+
+    def counts(self) -> dict[str, int]:
+        """Tasks by state; every state is present, 0 when none."""
+        found = dict(self._db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state"))
+        return {state.value: found.get(state.value, 0) for state in State}
+
+    def attempts(self, task_id: str) -> list[Attempt]:
+        """A task's attempts, oldest first."""
+        rows = self._db.execute(
+            "SELECT task_id, run_id, number, started_at, latency_s, status, error_type,"
+            " error_code, message, request_id, outcome FROM attempts WHERE task_id = ?"
+            " ORDER BY number, id",
+            (task_id,),
+        )
+        return [
+            Attempt(
+                task_id=r[0], run_id=r[1], number=r[2], started_at=datetime.fromisoformat(r[3]),
+                latency_s=r[4], status=r[5], error_type=r[6], error_code=r[7], message=r[8],
+                request_id=r[9], outcome=Outcome(r[10]),
+            )
+            for r in rows
+        ]
+
+    def spent(self, run_id: int | None = None) -> float:
+        """USD recorded by mark_succeeded: in one run, or in every run of this ledger."""
+        if run_id is None:
+            return float(self._scalar("SELECT COALESCE(SUM(cost), 0) FROM runs"))
+        return float(self._scalar("SELECT cost FROM runs WHERE id = ?", (run_id,)) or 0.0)
+
+
+def _record(row: tuple[Any, ...]) -> TaskRecord:
+    (id_, fp, state, terminal, reason, etype, ecode, attempts, outputs, sidecar, model,
+     prompt, cost, usage, request_id, run_id, updated_at, first_input) = row
+    return TaskRecord(
+        id=id_, fingerprint=fp, state=State(state), terminal=bool(terminal), reason=reason,
+        error_type=etype, error_code=ecode, attempts=attempts,
+        outputs=[Path(p) for p in json.loads(outputs)],
+        sidecar=Path(sidecar) if sidecar else None, model=model, prompt=prompt, cost=cost,
+        usage=json.loads(usage) if usage else None, request_id=request_id, run_id=run_id,
+        updated_at=datetime.fromisoformat(updated_at),
+        first_input=Path(first_input) if first_input else None,
+    )
+
+
+def _without_secrets(value: Any) -> Any:
+    """Drop every mapping key that looks like it names a credential, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            k: _without_secrets(v)
+            for k, v in value.items()
+            if not any(word in str(k).lower() for word in _SECRET_WORDS)
+        }
+    if isinstance(value, list | tuple):
+        return [_without_secrets(v) for v in value]
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")

@@ -1,0 +1,122 @@
+"""Which tasks this run sends, and why: new, changed, done, failed, unknown.
+
+Compares each task's fingerprint with the ledger. Streams: tasks come in and
+go out one at a time, so a 100k-task manifest never sits in memory. It never
+sends anything and never writes the ledger, except to adopt a success that a
+crashed run left on disk (outputs and sidecar present, fingerprint matching).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.fingerprint import fingerprint
+from pipeline.ledger import Ledger
+from pipeline.models import Models
+from pipeline.task import State, Task
+from pipeline.writer import read_sidecar
+
+
+class Category(enum.StrEnum):
+    NEW = "new"  # never run
+    CHANGED = "changed"  # ran before, but its inputs, prompt or fields changed since
+    DONE = "done"  # succeeded with this fingerprint and its outputs exist
+    RETRY = "retry"  # failed with a retryable error, or interrupted: runs again
+    FAILED = "failed"  # failed terminally: runs again only with --retry-failed
+    UNKNOWN = "unknown"  # no answer came; may have been billed
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The run options that pick tasks (see `imgedit run --help`)."""
+
+    only: frozenset[str] = frozenset()
+    only_failed: bool = False
+    retry_failed: bool = False
+    force: bool = False
+    retry_unknown: bool = True
+    limit: int | None = None
+
+    def wants(self, task: Task, category: Category) -> bool:
+        if self.only and task.id not in self.only:
+            return False
+        failed = category in (Category.FAILED, Category.RETRY, Category.UNKNOWN)
+        if self.only_failed:
+            return failed and (category is not Category.UNKNOWN or self.retry_unknown)
+        if self.force:
+            return True
+        if category is Category.DONE:
+            return False
+        if category is Category.FAILED:
+            return self.retry_failed
+        if category is Category.UNKNOWN:
+            return self.retry_unknown
+        return True
+
+
+@dataclass
+class Plan:
+    """Counts and estimated cost of what a run would send."""
+
+    categories: Counter[str] = field(default_factory=Counter)
+    to_send: int = 0
+    estimate: float = 0.0
+
+
+def categorise(task: Task, fp: str, record: tuple[str, str, bool, list[str]] | None) -> Category:
+    if record is None:
+        return Category.NEW
+    old_fp, state, terminal, outputs = record
+    if old_fp != fp:
+        return Category.CHANGED
+    if state == State.SUCCEEDED:
+        return Category.DONE if all(Path(p).exists() for p in outputs) else Category.CHANGED
+    if state == State.FAILED:
+        return Category.FAILED if terminal else Category.RETRY
+    if state in (State.UNKNOWN, State.SUBMITTED):
+        return Category.UNKNOWN
+    return Category.NEW
+
+
+def walk(tasks: Iterable[Task], ledger: Ledger) -> Iterator[tuple[Task, str, Category]]:
+    """Each task with its fingerprint and category, adopting crash-orphaned successes."""
+    states = ledger.states()
+    for task in tasks:
+        fp = fingerprint(task, ledger)
+        category = categorise(task, fp, states.get(task.id))
+        if category is not Category.DONE and _adopt(task, fp, ledger):
+            category = Category.DONE
+        yield task, fp, category
+
+
+def _adopt(task: Task, fp: str, ledger: Ledger) -> bool:
+    """A run killed between writing the outputs and recording the success left
+    a sidecar that proves the work was paid for: record it instead of paying again."""
+    sidecar = read_sidecar(task)
+    if not sidecar or sidecar.get("fingerprint") != fp:
+        return False
+    outputs = [Path(p) for p in sidecar.get("outputs", [])]
+    if not outputs or not all(p.exists() for p in outputs):
+        return False
+    ledger.mark_succeeded(task.id, fp, outputs, task.sidecar_path(outputs[0].suffix[1:]),
+                          usage=sidecar.get("usage"), cost=float(sidecar.get("cost") or 0),
+                          request_id=sidecar.get("request_id"))
+    return True
+
+
+def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
+           models: Models, plan: Plan) -> Iterator[tuple[Task, str]]:
+    """The (task, fingerprint) pairs to send, counting everything into `plan`."""
+    for task, fp, category in walked:
+        plan.categories[category.value] += 1
+        if not selection.wants(task, category):
+            continue
+        if selection.limit is not None and plan.to_send >= selection.limit:
+            continue
+        plan.to_send += 1
+        plan.estimate += models.estimate(task)
+        yield task, fp

@@ -1,0 +1,146 @@
+"""What to do after a failed attempt, and how long to wait before the next one.
+
+Owns the classification of RequestErrors (retry, unknown, terminal, fatal) and
+the tenacity policy built on it. Plain functions, tested on their own; it
+never sends a request, writes the ledger or sleeps by itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from pipeline.errors import (
+    BadResponse,
+    ConnectError,
+    OutcomeUnknown,
+    RequestError,
+    StatusError,
+)
+
+MAX_SERVER_WAIT = 120.0  # never trust a Retry-After longer than this
+# Testing switch: scales every wait; IMGEDIT_RETRY_WAIT_SCALE=0 removes them.
+WAIT_SCALE_ENV = "IMGEDIT_RETRY_WAIT_SCALE"
+
+
+class Verdict(enum.StrEnum):
+    RETRY = "retry"  # worth another attempt
+    UNKNOWN = "unknown"  # the gateway may have billed it; retried unless told not to
+    TERMINAL = "terminal"  # this task cannot succeed as asked: record and move on
+    FATAL = "fatal"  # no task can succeed (bad key, no quota): stop the run
+
+
+FATAL_CODES = {"insufficient_quota", "insufficient_user_quota", "model_not_found"}
+TERMINAL_500_CODES = {"convert_request_failed", "invalid_request"}
+RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
+
+
+def classify(exc: RequestError) -> Verdict:
+    if isinstance(exc, OutcomeUnknown):
+        return Verdict.UNKNOWN
+    if isinstance(exc, ConnectError | BadResponse):
+        return Verdict.RETRY
+    if not isinstance(exc, StatusError):
+        return Verdict.RETRY
+    codes = {exc.code, exc.type}
+    if exc.status in (401, 403) or codes & FATAL_CODES:
+        return Verdict.FATAL
+    if exc.status == 500 and codes & TERMINAL_500_CODES:
+        return Verdict.TERMINAL
+    if exc.status in RETRY_STATUSES or exc.status >= 500:
+        return Verdict.RETRY
+    return Verdict.TERMINAL  # 400 (incl. moderation_blocked), 404, 413, 422, ...
+
+
+def is_overload(exc: BaseException) -> bool:
+    """A sign the gateway wants less from us: 429 or a relay overload answer."""
+    if not isinstance(exc, StatusError):
+        return False
+    text = f"{exc.code} {exc.type} {exc.message}".lower()
+    return exc.status == 429 or (exc.status == 503 and ("overload" in text or "负载" in text))
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait: `retry-after-ms`, else `Retry-After`
+    as seconds or an HTTP date. None when it did not say (the relay usually doesn't)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if (ms := lowered.get("retry-after-ms")) is not None:
+        try:
+            return _bounded(float(ms) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return _bounded(float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return _bounded(when - (time.time() if now is None else now))
+
+
+def _bounded(seconds: float) -> float | None:
+    if seconds != seconds or seconds < 0:  # NaN or in the past
+        return 0.0 if seconds == seconds else None
+    return min(seconds, MAX_SERVER_WAIT)
+
+
+def wait_scale() -> float:
+    return float(os.environ.get(WAIT_SCALE_ENV, "1"))
+
+
+def should_retry(exc: BaseException, *, retry_unknown: bool = True) -> bool:
+    if not isinstance(exc, RequestError):
+        return False  # a bug, not a failed request: let it surface
+    verdict = classify(exc)
+    return verdict is Verdict.RETRY or (verdict is Verdict.UNKNOWN and retry_unknown)
+
+
+class _Wait:
+    """The server's wait when it sent one, else capped exponential backoff with jitter."""
+
+    def __init__(self, initial: float, cap: float, scale: float):
+        self.backoff = wait_exponential_jitter(initial=initial, max=cap, jitter=initial)
+        self.scale = scale
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        server = exc.retry_after if isinstance(exc, StatusError) else None
+        seconds = server if server is not None else self.backoff(state)
+        return seconds * self.scale
+
+
+def policy(
+    *,
+    retries: int,
+    deadline: float,
+    retry_unknown: bool = True,
+    initial: float = 1.0,
+    cap: float = 60.0,
+    scale: float | None = None,
+    before_sleep: Callable[[RetryCallState], object] | None = None,
+) -> AsyncRetrying:
+    """`retries` further attempts after the first, all within `deadline` seconds."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(retries + 1) | stop_after_delay(deadline),
+        wait=_Wait(initial, cap, wait_scale() if scale is None else scale),
+        retry=retry_if_exception(lambda e: should_retry(e, retry_unknown=retry_unknown)),
+        before_sleep=before_sleep,
+        reraise=True,
+    )

@@ -1,0 +1,224 @@
+"""`imgedit run`: wire a manifest, the config, the ledger and the scheduler into one run.
+
+Order matters and is the contract: validate everything (exit 2, nothing
+sent), take the lock (exit 75), plan against the ledger, check the budget,
+then send. Signals stop launching, give in-flight requests a grace period,
+then cancel. The key is handed to the client and to nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+
+from pipeline import ledger as ledger_mod
+from pipeline import manifest as manifest_mod
+from pipeline import progress, summary
+from pipeline.client import Answer, Gateway
+from pipeline.errors import ConfigError, InputError, RunAborted
+from pipeline.ledger import Ledger
+from pipeline.limits import Cooldown, RateLimiter, parse_rate
+from pipeline.lock import RunLock
+from pipeline.models import Models
+from pipeline.plan import Plan, Selection, select, walk
+from pipeline.scheduler import Scheduler
+from pipeline.settings import Provider, Settings, config_dir, config_file, load_provider
+from pipeline.settings import resolve_settings as _resolve
+from pipeline.simulator import SimulatorOptions, running_simulator
+from pipeline.tally import Tally
+from pipeline.task import Task
+
+log = logging.getLogger("imgedit")
+
+EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    manifest: Path
+    config: str | None = None
+    provider: str | None = None
+    base_url: str | None = None
+    ledger: Path | None = None
+    flags: dict[str, Any] = field(default_factory=dict)  # settings given on the command line
+    selection: Selection = Selection()
+    dry_run: bool = False
+    json: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class Job:
+    """Everything resolved before anything is sent."""
+
+    manifest: manifest_mod.Manifest
+    models: Models
+    settings: Settings
+    provider: Provider
+    ledger_path: Path
+
+
+def prepare(options: RunOptions) -> Job:
+    """Load and validate everything; raises InputError (exit 2) with every problem found."""
+    folder = config_dir(options.config)
+    models = Models.load(config_file(folder, "models.yaml"))
+    defaults = _defaults(folder)
+    manifest = manifest_mod.load(options.manifest, models, default_model=defaults["model"])
+    manifest_mod.check_all(manifest, models)
+    settings = _resolve(folder, manifest.limits, options.flags)
+    if settings.rate:
+        try:
+            parse_rate(settings.rate)
+        except ValueError as exc:
+            raise ConfigError(f"--rate / limits.rate: {exc}") from exc
+    name = options.provider or manifest.provider or defaults["provider"]
+    provider = load_provider(folder, name, options.base_url)
+    ledger_path = options.ledger or ledger_mod.default_path(manifest.path)
+    return Job(manifest, models, settings, provider, ledger_path)
+
+
+def _defaults(folder: Path) -> dict[str, Any]:
+    from pipeline.settings import read_yaml
+
+    return read_yaml(config_file(folder, "defaults.yaml"))
+
+
+def plan_only(job: Job, ledger: Ledger, selection: Selection) -> Plan:
+    plan = Plan()
+    for _ in select(walk(job.manifest.tasks(), ledger), selection, job.models, plan):
+        pass
+    return plan
+
+
+def run(options: RunOptions, out: Callable[[str], None]) -> int:
+    job = prepare(options)
+    with RunLock(Path(f"{job.ledger_path}.lock")), Ledger.open(job.ledger_path) as ledger:
+        plan = plan_only(job, ledger, options.selection)
+        if options.dry_run:
+            out(describe_plan(job, plan))
+            return EXIT_OK
+        max_cost = job.settings.max_cost
+        if max_cost is not None and plan.estimate > max_cost:
+            raise InputError(
+                f"the estimated cost ${plan.estimate:.2f} is above --max-cost {max_cost:g}; "
+                "raise the budget or narrow the run with --limit / --only")
+        if plan.to_send and job.provider.api_key is None:
+            raise ConfigError(
+                f"no API key: set {job.provider.api_key_env or 'IMGEDIT_API_KEY'} "
+                "(or IMGEDIT_API_KEY) in the environment")
+        return anyio.run(_send, job, ledger, options, plan.to_send, out)
+
+
+def describe_plan(job: Job, plan: Plan) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(plan.categories.items())) or "no tasks"
+    return (f"{job.manifest.path}: {sum(plan.categories.values())} tasks ({counts}); "
+            f"would send {plan.to_send}, estimated cost ${plan.estimate:.2f} "
+            f"via {job.provider.name}")
+
+
+@contextlib.asynccontextmanager
+async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
+    if provider.base_url:
+        yield provider.base_url
+        return
+    async with running_simulator(SimulatorOptions.from_mapping(provider.simulator or {})) as sim:
+        yield sim.base_url
+
+
+async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
+                out: Callable[[str], None]) -> int:
+    settings = job.settings
+    tally = Tally(total=to_send)
+    run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
+                                                  "provider": job.provider.name})
+    plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
+    signalled: list[signal.Signals] = []
+    cooldown = Cooldown()
+    limiter = RateLimiter(parse_rate(settings.rate)) if settings.rate else None
+    async with _gateway_url(job.provider) as base_url:
+        provider = Provider(**{**job.provider.__dict__, "base_url": base_url})
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            gateway = Gateway(session, provider, settings.timeout)
+            scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
+                                  price=_pricer(job.models), limiter=limiter, cooldown=cooldown)
+            work = select(walk(job.manifest.tasks(), ledger), options.selection, job.models, plan)
+            async with anyio.create_task_group() as group:
+                group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
+                                 signalled)
+                group.start_soon(progress.show, tally, cooldown.remaining,
+                                 every=settings.progress_every, quiet=options.quiet)
+                await scheduler.run(work)
+                group.cancel_scope.cancel()
+    code = _exit_code(tally, scheduler, signalled)
+    ledger.finish_run(run_id, code, {"succeeded": tally.succeeded, "failed": tally.failed,
+                                     "unknown": tally.unknown})
+    result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
+                           exit_code=code, stopped=scheduler.stop.reason, ledger=job.ledger_path)
+    if options.json:
+        import json
+
+        out(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
+    if code == RunAborted.exit_code:
+        print(_abort_advice(scheduler.stop.fatal), file=sys.stderr)
+    return code
+
+
+def _pricer(models: Models) -> Callable[[Task, Answer], float]:
+    def price(task: Task, answer: Answer) -> float:
+        from_usage = models.cost_from_usage(task.model, answer.usage) if answer.usage else None
+        return from_usage if from_usage is not None else models.estimate(task)
+
+    return price
+
+
+async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: float,
+                         signalled: list[signal.Signals]) -> None:
+    """First signal: stop launching, let in-flight requests finish within `grace`.
+    Second signal, or grace over: cancel what is left (recorded as unknown)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            signalled.append(signal.Signals(signum))
+            if len(signalled) > 1:
+                scope.cancel()
+                return
+            scheduler.stop.set(f"interrupted by {signal.Signals(signum).name}")
+            print(f"{signal.Signals(signum).name}: no new requests; waiting up to {grace:g}s "
+                  "for those in flight (signal again to stop now)", file=sys.stderr)
+            scope.deadline = anyio.current_time() + grace
+
+
+def _exit_code(tally: Tally, scheduler: Scheduler, signalled: list[signal.Signals]) -> int:
+    if signalled:
+        return EXIT_SIGNAL[signalled[0]]
+    if scheduler.stop.fatal is not None:
+        return RunAborted.exit_code
+    if tally.failed or tally.unknown or tally.done < tally.total:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _abort_advice(exc: Exception | None) -> str:
+    status = getattr(exc, "status", None)
+    code = getattr(exc, "code", None) or getattr(exc, "type", None)
+    if code in ("insufficient_quota", "insufficient_user_quota"):
+        advice = "top up the account's quota, then run again"
+    elif code == "model_not_found":
+        advice = "pick a model this gateway offers (set `model:` in the manifest)"
+    elif status in (401, 403):
+        advice = "check the API key in the provider's environment variable"
+    else:
+        advice = "fix the cause above, then run again"
+    return f"run aborted: {exc}\nwhat to do: {advice}; finished work is kept and will be skipped."

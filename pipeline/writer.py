@@ -1,0 +1,77 @@
+"""Put a task's returned images on disk, whole or not at all, with a sidecar beside them.
+
+Every file goes to a temporary name in its final folder, is fsynced, then
+`os.replace`d into place, so a kill -9 at any moment leaves either the old
+file, the new file, or a stray temp file that the next write ignores, never
+a half-written image. The writer never decides whether a task should run and
+never writes the API key: the sidecar holds request fields only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.task import Task
+
+TEMP_PREFIX = ".imgedit-"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)  # makes the rename itself survive a power cut
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_outputs(task: Task, images: list[bytes], formats: list[str]) -> list[Path]:
+    """Each image at the task's output template; returns the paths in order."""
+    paths = [task.output_path(i, ext) for i, ext in enumerate(formats)]
+    inputs = {p.resolve() for p in (*task.images, task.mask) if p is not None}
+    for path in paths:
+        if path.resolve() in inputs:  # validation refuses this; a last guard all the same
+            raise ValueError(f"task {task.id}: output {path} would overwrite an input")
+    for path, data in zip(paths, images, strict=True):
+        write_atomic(path, data)
+    return paths
+
+
+def write_sidecar(task: Task, first_ext: str, record: Mapping[str, Any]) -> Path:
+    """`<first output without extension>.json`: what was asked and what came back."""
+    path = task.sidecar_path(first_ext)
+    body = json.dumps(record, ensure_ascii=False, indent=2, default=str)
+    write_atomic(path, body.encode("utf-8") + b"\n")
+    return path
+
+
+def read_sidecar(task: Task) -> dict[str, Any] | None:
+    """The sidecar of an earlier success, found whatever format it was saved in."""
+    for ext in ("png", "jpeg", "webp"):
+        path = task.sidecar_path(ext)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
