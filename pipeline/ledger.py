@@ -1,8 +1,9 @@
 """The ledger: one SQLite file per manifest that remembers what was asked, paid for and returned.
 
-Owns the schema (an append-only list of migrations; the version lives in
-`PRAGMA user_version`), each task's current state, one row per HTTP attempt,
-one row per run, and the (path, size, mtime) → sha256 cache of input files.
+Owns each task's current state, one row per HTTP attempt, one row per run, and
+the (path, size, mtime) → sha256 cache of input files. The schema those rows
+live in (an append-only list of migrations; the version in `PRAGMA
+user_version`) is `migrations.py`'s, applied by `Ledger.open`.
 
 It must never store an API key, never block the event loop for long (calls are
 synchronous and take microseconds: writes are batched and nothing is fsynced
@@ -24,9 +25,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
+from pipeline import lock
 from pipeline.errors import InputError
+from pipeline.migrations import migrate
 from pipeline.task import State, Task
 
 FLUSH_EVERY_WRITES = 500
@@ -76,14 +79,28 @@ class TaskRecord:
     first_input: Path | None
 
 
+class TaskState(NamedTuple):
+    """What planning needs of a task: is it done for this fingerprint, with outputs on disk?"""
+
+    fingerprint: str
+    state: State
+    terminal: bool
+    outputs: list[str]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Attempt:
-    """One HTTP attempt. Leave `number` None and the ledger numbers it (1-based per task)."""
+    """One HTTP attempt.
+
+    `number`: leave None and the ledger numbers the task's attempts 1, 2, 3… across
+    every run; a number given is stored as is. `started_at`: a datetime, or a float
+    Unix time (time.time()); read back as a UTC datetime.
+    """
 
     task_id: str
     run_id: int
-    started_at: datetime
-    outcome: Outcome
+    started_at: datetime | float
+    outcome: Outcome | str
     number: int | None = None
     latency_s: float | None = None
     status: int | None = None  # HTTP status; None when no answer came
@@ -91,71 +108,6 @@ class Attempt:
     error_code: str | None = None
     message: str | None = None
     request_id: str | None = None
-
-
-# --- schema: append only; never edit a migration that has shipped -------------------------
-
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
-migration = MIGRATIONS.append
-
-
-@migration
-def m001_initial(db: sqlite3.Connection) -> None:
-    # One statement per execute(): executescript() would COMMIT the migration's transaction.
-    db.execute(
-        """CREATE TABLE runs (
-        id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
-        manifest TEXT NOT NULL, options TEXT NOT NULL, exit_code INTEGER, counts TEXT,
-        cost REAL NOT NULL DEFAULT 0  -- USD of this run's successes: survives later re-runs
-        )"""
-    )
-    db.execute(
-        """CREATE TABLE tasks (
-        id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
-        state TEXT NOT NULL
-            CHECK (state IN ('pending', 'submitted', 'succeeded', 'failed', 'unknown')),
-        terminal INTEGER NOT NULL DEFAULT 0, reason TEXT, error_type TEXT, error_code TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0, outputs TEXT NOT NULL DEFAULT '[]', sidecar TEXT,
-        model TEXT, prompt TEXT, cost REAL, usage TEXT, request_id TEXT, run_id INTEGER,
-        updated_at TEXT NOT NULL, first_input TEXT
-        )"""
-    )
-    db.execute(
-        """CREATE TABLE attempts (
-        id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, run_id INTEGER, number INTEGER NOT NULL,
-        started_at TEXT NOT NULL, latency_s REAL, status INTEGER, error_type TEXT,
-        error_code TEXT, message TEXT, request_id TEXT,
-        outcome TEXT NOT NULL
-            CHECK (outcome IN ('succeeded', 'retry', 'failed', 'unknown', 'aborted'))
-        )"""
-    )
-    db.execute("CREATE INDEX attempts_by_task ON attempts (task_id, number)")
-    db.execute(
-        """CREATE TABLE file_hashes (
-        path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-        sha256 TEXT NOT NULL
-        ) WITHOUT ROWID"""
-    )
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    # IMMEDIATE takes the write lock before reading the version, so two processes
-    # opening an old file at once cannot both apply the same migration.
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise InputError(
-                f"{path}: this ledger was written by a newer imgedit (schema v{version}; this one"
-                f" knows up to v{len(MIGRATIONS)}); upgrade imgedit or use another --ledger"
-            )
-        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-            step(db)
-            db.execute(f"PRAGMA user_version = {number}")  # transactional: part of this commit
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 # --- the ledger -----------------------------------------------------------------------------
@@ -174,17 +126,25 @@ class Ledger:
         self._clock = clock
         self._pending = 0
         self._last_commit = clock()
+        self._closed = False
 
     @classmethod
     def open(
-        cls, path: Path, *, recover: bool = True, clock: Callable[[], float] = time.monotonic
+        cls,
+        path: Path,
+        *,
+        recover: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Ledger:
         """Open (creating and migrating as needed) the ledger at `path`.
 
-        With `recover` (for `run`, which holds the RunLock), tasks a crashed run left
-        `submitted` become `unknown`. Read-only commands (status, report, export) pass
-        recover=False so they never relabel the in-flight tasks of a live run.
+        Recovery turns the tasks a crashed run left `submitted` into `unknown`. It is
+        only safe when no run is live, so by default (recover=None) it happens when this
+        process holds the ledger's RunLock: `run` recovers; `status` and `report`, which
+        run beside a live run, never relabel its in-flight tasks.
         """
+        if recover is None:
+            recover = lock.holds(path)
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, to batch writes.
             db = sqlite3.connect(path, isolation_level=None)
@@ -194,7 +154,7 @@ class Ledger:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")  # see the module docstring: kill -9 safe
-            _migrate(db, path)
+            migrate(db, path)
             if recover:
                 db.execute(
                     "UPDATE tasks SET state = 'unknown', reason = ?, updated_at = ?"
@@ -211,6 +171,9 @@ class Ledger:
 
     def close(self) -> None:
         """Commit what is pending and close. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.flush()
         finally:
@@ -285,6 +248,7 @@ class Ledger:
 
     def record_attempt(self, attempt: Attempt) -> int:
         """Log one HTTP attempt (batched) and return its number (1-based per task)."""
+        outcome = Outcome(attempt.outcome)  # a bad label fails before anything is written
         row = self._write(
             "UPDATE tasks SET attempts = attempts + 1 WHERE id = ? RETURNING attempts",
             (attempt.task_id,),
@@ -299,9 +263,9 @@ class Ledger:
             " error_type, error_code, message, request_id, outcome)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                attempt.task_id, attempt.run_id, number, attempt.started_at.isoformat(),
+                attempt.task_id, attempt.run_id, number, _timestamp(attempt.started_at),
                 attempt.latency_s, attempt.status, attempt.error_type, attempt.error_code,
-                attempt.message, attempt.request_id, Outcome(attempt.outcome).value,
+                attempt.message, attempt.request_id, outcome.value,
             ),
         )
         self._wrote()
@@ -382,10 +346,13 @@ class Ledger:
         for row in self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id"):
             yield _record(row)
 
-    def states(self) -> dict[str, tuple[str, State, bool]]:
-        """task id → (fingerprint, state, terminal), in one query: what planning needs."""
-        rows = self._db.execute("SELECT id, fingerprint, state, terminal FROM tasks")
-        return {id_: (fp, State(state), bool(terminal)) for id_, fp, state, terminal in rows}
+    def states(self) -> dict[str, TaskState]:
+        """task id → (fingerprint, state, terminal, outputs), in one query, for planning."""
+        rows = self._db.execute("SELECT id, fingerprint, state, terminal, outputs FROM tasks")
+        return {
+            id_: TaskState(fp, _STATES[state], terminal == 1, _paths(outputs))
+            for id_, fp, state, terminal, outputs in rows
+        }
 
     def counts(self) -> dict[str, int]:
         """Tasks by state; every state is present, 0 when none."""
@@ -430,6 +397,13 @@ def _record(row: tuple[Any, ...]) -> TaskRecord:
     )
 
 
+_STATES = {state.value: state for state in State}  # a dict lookup: 100k rows in planning
+
+
+def _paths(outputs: str) -> list[str]:
+    return json.loads(outputs) if outputs != "[]" else []
+
+
 def _without_secrets(value: Any) -> Any:
     """Drop every mapping key that looks like it names a credential, at any depth."""
     if isinstance(value, Mapping):
@@ -449,3 +423,9 @@ def _json(value: Any) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _timestamp(moment: datetime | float) -> str:
+    if isinstance(moment, int | float):
+        moment = datetime.fromtimestamp(moment, UTC)
+    return moment.isoformat(timespec="microseconds")

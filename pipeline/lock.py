@@ -1,8 +1,9 @@
 """The run lock: one `imgedit run` per manifest at a time.
 
-Owns the lock file beside the ledger (`<ledger>.lock`) and the pid written in
-it. It must never wait for the lock (a second run fails at once with LockHeld,
-exit 75) and never delete the lock file (see `release`).
+Owns the lock file beside the ledger (`<ledger>.lock`), the pid written in it,
+and the set of locks this process holds (`holds`, which Ledger.open asks). It
+must never wait for the lock (a second run fails at once with LockHeld, exit 75)
+and never delete the lock file (see `release`).
 
 The lock is `flock(LOCK_EX | LOCK_NB)`: the kernel drops it when the holder's
 last descriptor closes, which includes the process dying. So a kill -9 never
@@ -18,14 +19,25 @@ from typing import Self
 
 from pipeline.errors import InputError, LockHeld
 
+# Lock files this process holds, so Ledger.open knows whether it speaks for the run.
+_held_here: set[Path] = set()
+
 
 def lock_path(ledger: Path) -> Path:
-    """`<ledger>.lock`, beside the ledger."""
-    return ledger.with_name(f"{ledger.name}.lock")
+    """`<ledger>.lock`, beside the ledger. Given a path that already ends in .lock, itself."""
+    return ledger if ledger.suffix == ".lock" else ledger.with_name(f"{ledger.name}.lock")
+
+
+def holds(ledger: Path) -> bool:
+    """Whether this process holds the run lock of `ledger`."""
+    return lock_path(ledger).resolve() in _held_here
 
 
 class RunLock:
-    """`with RunLock(ledger, manifest=m):` holds the manifest's lock or raises LockHeld."""
+    """`with RunLock(ledger, manifest=m):` holds the manifest's lock or raises LockHeld.
+
+    `ledger` is the ledger's path (the lock file is `<ledger>.lock`) or the lock file's.
+    """
 
     def __init__(self, ledger: Path, *, manifest: Path | None = None):
         self.path = lock_path(ledger)
@@ -54,6 +66,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        _held_here.add(self.path.resolve())
 
     def release(self) -> None:
         """Unlock, leaving the file in place.
@@ -64,6 +77,7 @@ class RunLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _held_here.discard(self.path.resolve())
         try:
             os.ftruncate(fd, 0)  # no stale pid for the next reader
         finally:

@@ -1,0 +1,91 @@
+"""The ledger's schema: an append-only list of migrations, and the one function that applies them.
+
+It owns the SQL that creates and changes the ledger's tables, and the schema
+version, kept in `PRAGMA user_version` (migration N done ⇔ user_version ≥ N).
+`migrate` brings a freshly opened connection up to date, once, even when two
+processes open an old file at the same moment.
+
+It must never edit, reorder or remove a migration that has shipped (a change is
+a new migration appended at the end), never read or write a task's data, and
+never commit outside `migrate`: each migration runs inside `migrate`'s
+transaction, so it must not use executescript() or COMMIT itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.errors import InputError
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+migration = MIGRATIONS.append
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    # One statement per execute(): executescript() would COMMIT the migration's transaction.
+    db.execute(
+        """CREATE TABLE runs (
+        id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
+        manifest TEXT NOT NULL, options TEXT NOT NULL, exit_code INTEGER, counts TEXT,
+        cost REAL NOT NULL DEFAULT 0  -- USD of this run's successes: survives later re-runs
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE tasks (
+        id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('pending', 'submitted', 'succeeded', 'failed', 'unknown')),
+        terminal INTEGER NOT NULL DEFAULT 0, reason TEXT, error_type TEXT, error_code TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0, outputs TEXT NOT NULL DEFAULT '[]', sidecar TEXT,
+        model TEXT, prompt TEXT, cost REAL, usage TEXT, request_id TEXT, run_id INTEGER,
+        updated_at TEXT NOT NULL, first_input TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, run_id INTEGER, number INTEGER NOT NULL,
+        started_at TEXT NOT NULL, latency_s REAL, status INTEGER, error_type TEXT,
+        error_code TEXT, message TEXT, request_id TEXT,
+        outcome TEXT NOT NULL
+            CHECK (outcome IN ('succeeded', 'retry', 'failed', 'unknown', 'aborted'))
+        )"""
+    )
+    db.execute("CREATE INDEX attempts_by_task ON attempts (task_id, number)")
+    db.execute(
+        """CREATE TABLE file_hashes (
+        path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+        sha256 TEXT NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
+# A schema change is a new `@migration def m00N_...(db)` here, after the last one.
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Apply every migration `db` lacks, in one transaction; a file from a newer imgedit
+    is an InputError. `db` must be in autocommit mode (isolation_level=None)."""
+    # An up-to-date file needs no write lock: `status` beside a live run must not wait
+    # for the run's pending batch.
+    if db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+        return
+    # IMMEDIATE takes the write lock before reading the version again, so two processes
+    # opening an old file at once cannot both apply the same migration.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise InputError(
+                f"{path}: this ledger was written by a newer imgedit (schema v{version}; this one"
+                f" knows up to v{len(MIGRATIONS)}); upgrade imgedit or use another --ledger"
+            )
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            step(db)
+            db.execute(f"PRAGMA user_version = {number}")  # transactional: part of this commit
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

@@ -1,0 +1,292 @@
+"""What the simulator is told to do wrong on purpose: its options, faults, 429s and latency.
+
+It owns `SimulatorOptions` (the `simulator:` mapping of a provider and the
+flags of `imgedit simulate`), the fault names and their answers, the seeded
+choice of which request gets which fault, the token bucket behind the
+simulator's 429s, the latency distributions, and the gateway's error shape
+`{"error": {"message", "type", "param", "code"}}`.
+It must never touch the network, and never use a clock or a random source it
+was not handed: the same seed and the same request order give the same faults,
+so a failing scenario replays exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import math
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from aiohttp import web
+
+RESPONSE_MODES = ("auto", "b64", "url", "data-url")
+
+# Each fault, and the symptom a client sees.
+FAULTS = {
+    "500": "HTTP 500 server_error (JSON)",
+    "502": "HTTP 502 bad gateway (JSON)",
+    "503": "HTTP 503 upstream overloaded (JSON)",
+    "504": "HTTP 504 gateway timeout (JSON)",
+    "html502": "HTTP 502 with nginx's HTML page",
+    "429": "HTTP 429 rate_limit_exceeded with Retry-After: 1 and retry-after-ms: 1000",
+    "429-bare": "HTTP 429 rate_limit_exceeded without any retry-after header",
+    "quota": "HTTP 429 insufficient_quota",
+    "drop": "the upload is read, then the connection closes without an answer",
+    "slow": "a normal answer, sent after `slow_seconds`",
+    "malformed": "HTTP 200 whose body is not JSON",
+    "notimage": "HTTP 200 whose b64_json decodes to bytes that are no image",
+    "moderation": "HTTP 400 moderation_blocked",
+    "401": "HTTP 401 invalid_api_key",
+}
+
+# Faults the gateway itself answers before any upstream work: they come at once,
+# the others after the request's latency, as a real upstream failure would.
+IMMEDIATE_FAULTS = frozenset({"401", "429", "429-bare", "quota"})
+
+NOT_AN_IMAGE = b"upstream said: this is not an image\n"
+
+HTML_502 = """<html>
+<head><title>502 Bad Gateway</title></head>
+<body>
+<center><h1>502 Bad Gateway</h1></center>
+<hr><center>nginx</center>
+</body>
+</html>
+"""
+
+# Fault -> (status, message, type, code) of its JSON error.
+_FAULT_ERRORS: dict[str, tuple[int, str, str, str | None]] = {
+    "500": (500, "The server had an error while processing your request. Sorry about that!",
+            "server_error", None),
+    "502": (502, "Bad gateway: the upstream answered nothing usable.",
+            "server_error", "bad_gateway"),
+    "503": (503, "The upstream is overloaded with other requests. Please retry later.",
+            "server_error", "overloaded"),
+    "504": (504, "Gateway timeout: the upstream did not answer in time.",
+            "server_error", "timeout"),
+    "429": (429, "Rate limit reached for requests. Please try again in 1s.",
+            "rate_limit_exceeded", "rate_limit_exceeded"),
+    "quota": (429, "You exceeded your current quota, please check your plan and billing details.",
+              "insufficient_quota", "insufficient_quota"),
+    "moderation": (400, "Your request was rejected by the safety system.",
+                   "invalid_request_error", "moderation_blocked"),
+    "401": (401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+}
+_FAULT_ERRORS["429-bare"] = _FAULT_ERRORS["429"]
+
+
+@dataclass(frozen=True)
+class SimulatorOptions:
+    """How the simulator behaves. Every field is checked here, so a typo fails at once."""
+
+    faults: Mapping[str, float] = field(default_factory=dict)  # fault -> probability
+    # fault -> N: each Idempotency-Key's first N requests get it, in the order given
+    # (requests without a key share one count).
+    fail_first: Mapping[str, int] = field(default_factory=dict)
+    fault_by_prompt: Mapping[str, str] = field(default_factory=dict)  # substring -> fault
+    seed: int = 0
+    latency: float | str = 0.0  # seconds, "uniform:LOW,HIGH" or "normal:MEAN,SD"
+    slow_seconds: float = 5.0
+    rate_limit: str | None = None  # "30/min", "2/s"
+    response: str = "auto"  # auto | b64 | url | data-url
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port
+
+    def __post_init__(self) -> None:
+        # YAML reads `500: 0.1` with an int key, and fault names are strings.
+        for name in ("faults", "fail_first", "fault_by_prompt"):
+            value = {str(k): v for k, v in dict(getattr(self, name) or {}).items()}
+            object.__setattr__(self, name, MappingProxyType(value))
+        check_faults(self.faults, self.fail_first, self.fault_by_prompt)
+        parse_latency(self.latency)
+        if self.rate_limit is not None:
+            parse_rate_limit(self.rate_limit)
+        if self.response not in RESPONSE_MODES:
+            raise ValueError(f"response: {self.response!r} is not one of {RESPONSE_MODES}")
+        if not isinstance(self.slow_seconds, int | float) or self.slow_seconds < 0:
+            raise ValueError(f"slow_seconds: {self.slow_seconds!r} is not seconds >= 0")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> SimulatorOptions:
+        """From a provider's `simulator:` mapping; an unknown key is a ValueError naming it."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in values or {}:
+            if key not in known:
+                raise ValueError(f"unknown simulator option {key!r}; known: {', '.join(known)}")
+        return cls(**dict(values or {}))
+
+
+def check_faults(
+    faults: Mapping[str, Any], fail_first: Mapping[str, Any], by_prompt: Mapping[str, str]
+) -> None:
+    """Raise ValueError, naming the option, for any fault setting that cannot work."""
+    named = {"faults": faults, "fail_first": fail_first, "fault_by_prompt": by_prompt.values()}
+    for option, names in named.items():
+        for name in names:
+            if name not in FAULTS:
+                raise ValueError(f"{option}: unknown fault {name!r}; known: {', '.join(FAULTS)}")
+    for name, p in faults.items():
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise ValueError(f"faults: {name!r} probability {p!r} is not a number from 0 to 1")
+    if sum(faults.values()) > 1 + 1e-9:
+        raise ValueError("faults: the probabilities add up to more than 1")
+    for name, count in fail_first.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"fail_first: {name!r} count {count!r} is not a whole number >= 0")
+
+
+class Ticket(NamedTuple):
+    """What a request drew on arrival, before its body was read."""
+
+    attempt: int  # 1 for a key's first request
+    roll: float
+
+
+class FaultPlan:
+    """Which request gets which fault: by prompt, then a key's first attempts, then at random.
+
+    One random number is drawn per request on arrival, whatever it is used for,
+    so the n-th request of a run meets the same luck on every replay.
+    """
+
+    def __init__(
+        self,
+        faults: Mapping[str, float],
+        fail_first: Mapping[str, int],
+        by_prompt: Mapping[str, str],
+        seed: int,
+    ):
+        self._faults = dict(faults)
+        self._fail_first = dict(fail_first)
+        self._by_prompt = dict(by_prompt)
+        self._seed = seed
+        self.reset()
+
+    def reset(self) -> None:
+        self._rng = random.Random(self._seed)
+        self._attempts: Counter[str] = Counter()  # requests without a key share the "" count
+
+    def arrive(self, idempotency_key: str | None) -> Ticket:
+        key = idempotency_key or ""
+        self._attempts[key] += 1
+        return Ticket(self._attempts[key], self._rng.random())
+
+    def choose(self, ticket: Ticket, prompt: str) -> str | None:
+        for substring, fault in self._by_prompt.items():
+            if substring in prompt:
+                return fault
+        attempt = ticket.attempt
+        for fault, count in self._fail_first.items():
+            if attempt <= count:
+                return fault
+            attempt -= count
+        bound = 0.0
+        for fault, p in self._faults.items():
+            bound += p
+            if ticket.roll < bound:
+                return fault
+        return None
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type: str,
+    code: str | None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """The gateway's error answer, in OpenAI's shape."""
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def retry_headers(seconds: float) -> dict[str, str]:
+    """Both spellings OpenAI uses: milliseconds, and whole seconds rounded up."""
+    return {"retry-after-ms": str(math.ceil(seconds * 1000)),
+            "Retry-After": str(math.ceil(seconds))}
+
+
+def fault_response(name: str) -> web.Response:
+    """The answer for a fault that is an HTTP answer (anything but drop and slow)."""
+    if name == "html502":
+        return web.Response(status=502, text=HTML_502, content_type="text/html")
+    if name == "malformed":
+        # Cut off mid-answer, as a proxy that gave up halfway would.
+        cut = '{"created": 1700000000, "data": [{"b64_json": "iVBORw0KGgo'
+        return web.Response(text=cut, content_type="application/json")
+    if name == "notimage":
+        item = {"b64_json": base64.b64encode(NOT_AN_IMAGE).decode()}
+        return web.json_response({"created": int(time.time()), "data": [item]})
+    status, message, type_, code = _FAULT_ERRORS[name]
+    headers = retry_headers(1.0) if name == "429" else None
+    return error_response(status, message, type=type_, code=code, headers=headers)
+
+
+_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+            "h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate_limit(spec: str) -> tuple[float, float]:
+    """'30/min' -> (30.0, 60.0): requests allowed per period of seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*/\s*([a-z]+)\s*", str(spec))
+    if not match or match[2] not in _PERIODS or float(match[1]) <= 0:
+        raise ValueError(f"rate_limit: {spec!r} is not like '30/min' or '2/s'")
+    return float(match[1]), _PERIODS[match[2]]
+
+
+class RateLimit:
+    """A token bucket: `count` requests at once, refilled at count/period per second."""
+
+    # Loopback jitter can bring a request a few ms early from a client that paces
+    # exactly at the limit; that is no client's fault, so it is forgiven. The debt
+    # is paid back from later refills, so the long-run rate stays exact.
+    JITTER_GRACE = 0.005  # seconds of refill
+
+    def __init__(self, count: float, period: float, clock: Callable[[], float] = time.monotonic):
+        self._capacity = count
+        self._rate = count / period
+        self._clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        self._tokens = self._capacity
+        self._updated = self._clock()
+
+    def acquire(self) -> float:
+        """Take one token: 0.0 if the request may go, else the seconds until one is free."""
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._tokens + self.JITTER_GRACE * self._rate >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self._rate
+
+
+def parse_latency(spec: float | str) -> Callable[[random.Random], float]:
+    """Seconds of work per request: a number, 'uniform:LOW,HIGH' or 'normal:MEAN,SD' (cut at 0)."""
+    problem = f"latency: {spec!r} is not seconds, 'uniform:LOW,HIGH' or 'normal:MEAN,SD'"
+    kind, _, args = str(spec).strip().partition(":")
+    try:
+        if not args:
+            seconds = float(kind)
+            if not 0 <= seconds < math.inf:
+                raise ValueError(problem)
+            return lambda rng: seconds
+        a, b = (float(x) for x in args.split(","))
+    except ValueError:
+        raise ValueError(problem) from None
+    if kind == "uniform" and 0 <= a <= b:
+        return lambda rng: rng.uniform(a, b)
+    if kind == "normal" and b >= 0:
+        return lambda rng: max(0.0, rng.gauss(a, b))
+    raise ValueError(problem)
