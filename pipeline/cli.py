@@ -170,3 +170,20 @@ def export(manifest: Path, fmt: str, output: Path | None, ledger: Path | None) -
         return 0
 
     sys.exit(_guard(write))
+
+
+@main.command()
+@click.argument("manifest", type=MANIFEST)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML file to write (default: <manifest stem>.report.html beside it).")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
+def report(manifest: Path, output: Path | None, ledger: Path | None) -> None:
+    """Write an HTML contact sheet: inputs beside outputs, failures with reasons."""
+    from pipeline import report as report_mod
+
+    def write() -> int:
+        path = report_mod.write_report(manifest, output, ledger)
+        click.echo(f"report: {path}")
+        return 0
+
+    sys.exit(_guard(write))

@@ -63,17 +63,28 @@ def _panel(t: Tally, cooldown: float) -> Table:
 
 
 async def show(t: Tally, cooldown: Callable[[], float], *, every: float, quiet: bool,
-               stream: TextIO | None = None) -> None:
-    """Runs until cancelled; the caller cancels it when the run ends."""
+               flush: Callable[[], None] = lambda: None, stream: TextIO | None = None) -> None:
+    """Runs until cancelled; the caller cancels it when the run ends.
+
+    `flush` is called on every tick: it commits the ledger's pending batch even
+    when every worker is waiting on a slow request.
+    """
     out = stream or sys.stderr
     if quiet:
-        await anyio.sleep_forever()
+        while True:
+            await anyio.sleep(0.5)
+            flush()
     if out.isatty():
         with Live(_panel(t, cooldown()), console=Console(file=out), refresh_per_second=4,
                   transient=True) as live:
             while True:
                 await anyio.sleep(0.25)
+                flush()
                 live.update(_panel(t, cooldown()))
+    last = anyio.current_time()
     while True:
-        await anyio.sleep(every)
-        print(line(t, cooldown()), file=out, flush=True)
+        await anyio.sleep(min(every, 0.5))
+        flush()
+        if anyio.current_time() - last >= every:
+            last = anyio.current_time()
+            print(line(t, cooldown()), file=out, flush=True)

@@ -9,6 +9,7 @@ then cancel. The key is handed to the client and to nothing else.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import sys
@@ -30,6 +31,7 @@ from pipeline.limits import Cooldown, RateLimiter, parse_rate
 from pipeline.lock import RunLock
 from pipeline.models import Models
 from pipeline.plan import Plan, Selection, select, walk
+from pipeline.preflight import check_all
 from pipeline.scheduler import Scheduler
 from pipeline.settings import Provider, Settings, config_dir, config_file, load_provider
 from pipeline.settings import resolve_settings as _resolve
@@ -74,7 +76,7 @@ def prepare(options: RunOptions) -> Job:
     models = Models.load(config_file(folder, "models.yaml"))
     defaults = _defaults(folder)
     manifest = manifest_mod.load(options.manifest, models, default_model=defaults["model"])
-    manifest_mod.check_all(manifest, models)
+    check_all(manifest, models)
     settings = _resolve(folder, manifest.limits, options.flags)
     if settings.rate:
         try:
@@ -156,8 +158,9 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
                                  signalled)
-                group.start_soon(progress.show, tally, cooldown.remaining,
-                                 every=settings.progress_every, quiet=options.quiet)
+                group.start_soon(functools.partial(
+                    progress.show, tally, cooldown.remaining, every=settings.progress_every,
+                    quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
     code = _exit_code(tally, scheduler, signalled)

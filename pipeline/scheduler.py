@@ -229,6 +229,7 @@ class Scheduler:
         self.ledger.mark_succeeded(task.id, fingerprint, outputs, sidecar, usage=answer.usage,
                                    cost=cost, request_id=answer.request_id)
         self.tally.succeeded += 1
+        self.tally.wrote([str(p) for p in outputs])
         self.tally.spent += cost
         max_cost = self.settings.max_cost
         if max_cost is not None and self.tally.spent >= max_cost:

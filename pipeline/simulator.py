@@ -101,10 +101,15 @@ def answer_mode(option: str, edit: Edit) -> str:
     return "data-url" if edit.model.startswith("gemini") else "url"
 
 
+OUTPUT_TOKENS = {"low": 272, "medium": 1056, "high": 4160, "auto": 1056}
+
+
 def usage(edit: Edit) -> dict[str, Any]:
-    """Token counts shaped like gpt-image's."""
+    """Token counts shaped like gpt-image's: output tokens by quality, as OpenAI bills them
+    (1024x1024: low 272, medium 1056, high 4160; larger sizes in proportion)."""
     text_tokens, image_tokens = len(edit.prompt) // 4 + 1, 194 * len(edit.images)
-    out = 1056 * edit.size[0] * edit.size[1] // (1024 * 1024) * edit.n
+    per_square = OUTPUT_TOKENS.get(edit.quality or "auto", OUTPUT_TOKENS["auto"])
+    out = per_square * edit.size[0] * edit.size[1] // (1024 * 1024) * edit.n
     details = {"text_tokens": text_tokens, "image_tokens": image_tokens}
     return {"input_tokens": text_tokens + image_tokens, "output_tokens": out,
             "total_tokens": text_tokens + image_tokens + out, "input_tokens_details": details}

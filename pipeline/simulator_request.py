@@ -112,6 +112,7 @@ class Edit:
     background: str
     compression: int | None
     response_format: str | None
+    quality: str | None = None
 
     @cached_property
     def render_key(self) -> tuple[Any, ...]:
@@ -164,4 +165,5 @@ def parse_edit(parts: list[Part]) -> Edit:
     width, _, height = ("1024x1024" if size == "auto" else size).partition("x")
     return Edit(model, prompt, images, masks[0] if masks else None, int(n),
                 (int(width), int(height)), output_format, text.get("background", "auto"),
-                None if compression is None else int(compression), response_format)
+                None if compression is None else int(compression), response_format,
+                text.get("quality"))

@@ -37,6 +37,7 @@ def build(manifest: Path, tally: Tally, plan: Plan, *, provider: str, exit_code:
         "tasks_per_s": round(tally.done / elapsed, 3) if elapsed > 0 else 0.0,
         "stopped": stopped,
         "failures": [{"id": i, "reason": r} for i, r in tally.failures],
+        "outputs": tally.outputs,
         "reprocess": reprocess,
         "ledger": str(ledger),
     }
@@ -54,6 +55,10 @@ def text(s: dict[str, Any]) -> str:
             f"succeeded {s['succeeded']}, failed {s['failed']}, unknown {s['unknown']}, "
             f"not started {s['not_started']} | {s['requests']} requests in {s['elapsed_s']:.1f}s "
             f"({s['tasks_per_s']:.2f} tasks/s) | spent ${s['spent']:.2f}")
+    if s["outputs"]:
+        more = s["succeeded"] - len(s["outputs"])
+        lines.append("edited images:" + "".join(f"\n  {p}" for p in s["outputs"])
+                     + (f"\n  ... and {more} more (see the ledger)" if more > 0 else ""))
     if s["retries"]:
         causes = ", ".join(f"{k} {v}" for k, v in sorted(s["retries"].items()))
         lines.append(f"retries: {causes}")

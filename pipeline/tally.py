@@ -22,6 +22,7 @@ class Tally:
     spent: float = 0.0
     retries_by_cause: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)  # first (id, reason) pairs
+    outputs: list[str] = field(default_factory=list)  # first output paths written
     started: float = field(default_factory=time.monotonic)
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=600))
 
@@ -34,6 +35,10 @@ class Tally:
     def sent(self) -> None:
         self.requests += 1
         self._recent.append(time.monotonic())
+
+    def wrote(self, paths: list[str]) -> None:
+        room = self.MAX_FAILURES_KEPT - len(self.outputs)
+        self.outputs.extend(paths[: max(0, room)])
 
     def failure(self, task_id: str, reason: str) -> None:
         if len(self.failures) < self.MAX_FAILURES_KEPT:
