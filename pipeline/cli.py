@@ -8,13 +8,14 @@ config or usage (nothing sent), 3 aborted (bad key, no quota, no such model),
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pipeline import runner
+from pipeline import logs, runner
 from pipeline.errors import ImgeditError, InputError
 from pipeline.plan import Selection
 
@@ -65,11 +66,22 @@ def main() -> None:
 @click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS",
               help="After Ctrl-C/SIGTERM, how long in-flight requests may finish (default 30).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary and errors.")
+@click.option("-v", "--verbose", count=True, help="Log each task (-v) or everything (-vv).")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also log to this file (info and up).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one object per line, for log collectors.")
 def run(manifest: Path, config: str | None, provider: str | None, base_url: str | None,
         ledger: Path | None, limit: int | None, only: tuple[str, ...], retry_failed: bool,
         only_failed: bool, force: bool, dry_run: bool, as_json: bool,
-        no_retry_unknown: bool, quiet: bool, **flags: Any) -> None:
-    """Run every task of MANIFEST that has not yet succeeded for its current inputs."""
+        no_retry_unknown: bool, quiet: bool, verbose: int, log_file: Path | None,
+        log_format: str, **flags: Any) -> None:
+    """Run every task of MANIFEST that has not yet succeeded for its current inputs.
+
+    Exit codes: 0 all done, 1 some failed, 2 bad input (nothing sent), 3 aborted
+    (bad key, no quota), 75 another run holds the lock, 130/143 interrupted.
+    """
+    logs.configure(verbose=verbose, log_file=log_file, fmt=log_format, secrets=_secrets())
     selection = Selection(only=frozenset(only), only_failed=only_failed,
                           retry_failed=retry_failed or only_failed, force=force,
                           retry_unknown=not no_retry_unknown, limit=limit)
@@ -139,6 +151,12 @@ def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     serve(sim_options)
+
+
+def _secrets() -> list[str]:
+    """Every value that could be a key, so the log filter can mask it wherever it shows."""
+    words = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+    return [v for k, v in os.environ.items() if any(w in k.upper() for w in words)]
 
 
 def _guard(action: Any) -> int:

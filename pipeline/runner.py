@@ -29,6 +29,7 @@ from pipeline.errors import ConfigError, InputError, RunAborted
 from pipeline.ledger import Ledger
 from pipeline.limits import Cooldown, RateLimiter, parse_rate
 from pipeline.lock import RunLock
+from pipeline.logs import event
 from pipeline.models import Models
 from pipeline.plan import Plan, Selection, select, walk
 from pipeline.preflight import check_all
@@ -39,7 +40,6 @@ from pipeline.simulator import SimulatorOptions, running_simulator
 from pipeline.tally import Tally
 from pipeline.task import Task
 
-log = logging.getLogger("imgedit")
 
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -144,6 +144,9 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
+    event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
+          provider=job.provider.name, to_send=to_send, concurrency=settings.concurrency,
+          rate=settings.rate)
     signalled: list[signal.Signals] = []
     cooldown = Cooldown()
     limiter = RateLimiter(parse_rate(settings.rate)) if settings.rate else None
@@ -166,6 +169,9 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
     code = _exit_code(tally, scheduler, signalled)
     ledger.finish_run(run_id, code, {"succeeded": tally.succeeded, "failed": tally.failed,
                                      "unknown": tally.unknown})
+    event(logging.INFO, "run finished", run_id=run_id, exit_code=code,
+          succeeded=tally.succeeded, failed=tally.failed, unknown=tally.unknown,
+          spent=round(tally.spent, 4))
     result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
                            exit_code=code, stopped=scheduler.stop.reason, ledger=job.ledger_path)
     if options.json:

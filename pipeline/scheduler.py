@@ -9,6 +9,8 @@ spent budget or a shutdown request no new request starts.
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import anyio.abc
 from tenacity import RetryCallState
 
 from pipeline import retry
+from pipeline.logs import event
 from pipeline.client import Answer, Gateway
 from pipeline.errors import RequestError, StatusError
 from pipeline.fingerprint import idempotency_key
@@ -105,7 +108,8 @@ class Scheduler:
         attempts = 0
         policy = retry.policy(
             retries=self.settings.retries, deadline=self.settings.task_deadline,
-            retry_unknown=self.settings.retry_unknown, before_sleep=self._before_sleep)
+            retry_unknown=self.settings.retry_unknown,
+            before_sleep=functools.partial(self._before_sleep, task))
         try:
             async for attempt in policy:
                 with attempt:
@@ -117,6 +121,7 @@ class Scheduler:
         except Stopped:
             if attempts <= 1:
                 return  # never sent: the task stays as it was, for the next run
+            self.tally.retrying -= 1
             self.ledger.mark_failed(task.id, fingerprint, terminal=False,
                                     reason=f"not retried: {self.stop.reason}",
                                     error_type="stopped", error_code=None)
@@ -124,12 +129,16 @@ class Scheduler:
             return
         await self._save(task, fingerprint, answer, attempts)
 
-    def _before_sleep(self, state: RetryCallState) -> None:
+    def _before_sleep(self, task: Task, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         cause = _cause(exc)
         self.tally.retries_by_cause[cause] += 1
+        self.tally.retrying += 1
         if cause == "unknown_outcome":
             self.tally.possible_double_charges += 1
+        wait = state.next_action.sleep if state.next_action else 0
+        event(logging.INFO, "task retry", id=task.id, attempt=state.attempt_number,
+              cause=cause, wait_s=round(wait, 2), error=str(exc))
 
     async def _gate(self) -> None:
         """Wait for the shared cooldown and the rate limiter; refuse if stopping."""
@@ -146,6 +155,8 @@ class Scheduler:
             await self._gate()
             if number == 1:
                 self.ledger.mark_submitted(self.run_id, task, fingerprint)
+            else:
+                self.tally.retrying -= 1
             self.tally.in_flight += 1
             self.tally.sent()
             started_wall, started = time.time(), time.monotonic()
@@ -176,6 +187,7 @@ class Scheduler:
             self.cooldown.extend((DEFAULT_COOLDOWN if wait is None else wait) * retry.wait_scale())
         if verdict is retry.Verdict.FATAL:
             self.stop.set(f"the gateway refused the run: {exc}", exc)
+            event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
         outcome = {"retry": "retry", "unknown": "unknown", "terminal": "failed",
                    "fatal": "aborted"}[verdict.value]
         status = exc.status if isinstance(exc, StatusError) else None
@@ -206,6 +218,8 @@ class Scheduler:
                 error_type=_cause(exc), error_code=getattr(exc, "code", None))
             self.tally.failed += 1
         self.tally.failure(task.id, reason)
+        event(logging.WARNING, f"task {verdict.value}", id=task.id, error=reason,
+              code=getattr(exc, "code", None))
 
     async def _save(self, task: Task, fingerprint: str, answer: Answer, attempts: int) -> None:
         cost = self.price(task, answer)
@@ -228,6 +242,8 @@ class Scheduler:
         outputs, sidecar = await anyio.to_thread.run_sync(write)
         self.ledger.mark_succeeded(task.id, fingerprint, outputs, sidecar, usage=answer.usage,
                                    cost=cost, request_id=answer.request_id)
+        event(logging.INFO, "task succeeded", id=task.id, attempts=attempts,
+              outputs=",".join(str(p) for p in outputs), cost=round(cost, 4))
         self.tally.succeeded += 1
         self.tally.wrote([str(p) for p in outputs])
         self.tally.spent += cost
