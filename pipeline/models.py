@@ -10,6 +10,7 @@ is built: it judges a finished Task and says what is wrong with it.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -64,7 +65,19 @@ class Shape:
 
 
 def image_shape(path: Path) -> Shape | None:
-    """Dimensions from the header (Pillow opens lazily); None when unreadable."""
+    """Dimensions from the header (Pillow opens lazily); None when unreadable.
+
+    Cached by (path, size, mtime): a mask shared by thousands of tasks is opened once.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _shape(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape(path: str, size: int, mtime_ns: int) -> Shape | None:
     try:
         with warnings.catch_warnings():
             # A huge image is not our business here: we only read its header.
@@ -95,7 +108,8 @@ class ModelSpec:
 
     def price_per_image(self, quality: str | None, size: str | None) -> float:
         """Unknown or `auto` quality costs as the dearest; unknown size as 1024x1024 or dearest."""
-        tables = [self.price[quality]] if quality in self.price else list(self.price.values())
+        known = self.price.get(quality) if quality is not None else None
+        tables = [known] if known is not None else list(self.price.values())
         return max((_size_price(table, size) for table in tables), default=0.0)
 
 
@@ -124,7 +138,8 @@ def _kind_problems(name: str, raw: Mapping[str, Any], where: str) -> list[str]:
         value = raw.get(key)
         if value is not None and not isinstance(value, kind):
             problems.append(f"{where}: {name}.{key}: {value!r} has the wrong type")
-    for quality, table in (raw.get("price") or {}).items():
+    prices = raw.get("price")
+    for quality, table in (prices.items() if isinstance(prices, Mapping) else ()):
         ok = isinstance(table, Mapping) and table and all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in table.values())
         if not ok:
@@ -144,7 +159,7 @@ def _spec(name: str, raw: Any, where: str) -> tuple[ModelSpec | None, list[str]]
                      for k in missing]
     if problems:
         return None, problems
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     try:
         return ModelSpec(name=name, **values), []
     except TypeError as exc:
@@ -193,8 +208,9 @@ class Models(Mapping[str, ModelSpec]):
     ) -> list[tuple[str, str]]:
         """(field, message) for everything `task` asks that its model cannot do.
 
-        `facts` holds what the caller already probed; files it lacks are probed
-        here, and a file that cannot be read at all is reported once and skipped.
+        `facts` holds what the caller already probed: a file missing from it was
+        found unusable and reported by the caller, so it is skipped here. Without
+        `facts` every file is probed here, and one that cannot be read is reported.
         """
         spec = self.get(task.model)
         if spec is None:
@@ -203,9 +219,9 @@ class Models(Mapping[str, ModelSpec]):
             editors = ", ".join(n for n, s in self._specs.items() if s.edits)
             return [("model", f"{spec.name} cannot edit images; use one of: {editors}")]
         problems = _request_problems(spec, task)
-        problems += _image_problems(spec, task, facts or {})
-        if task.mask is not None:
-            problems += _mask_problems(spec, task, facts or {})
+        problems += _image_problems(spec, task, facts)
+        if task.mask is not None and spec.mask:
+            problems += _mask_problems(spec, task, facts)
         return problems
 
     def estimate(self, task: Task) -> float:
@@ -256,10 +272,12 @@ def _request_problems(spec: ModelSpec, task: Task) -> list[tuple[str, str]]:
     return problems
 
 
-def _facts(path: Path, facts: Mapping[Path, FileFacts]) -> FileFacts | None:
-    known = facts.get(path)
-    if known is not None:
-        return known
+_SKIP = "skip"  # the caller already reported this file
+
+
+def _facts(path: Path, facts: Mapping[Path, FileFacts] | None) -> FileFacts | str | None:
+    if facts is not None:
+        return facts.get(path, _SKIP)
     try:
         return probe(path)
     except OSError:
@@ -267,7 +285,7 @@ def _facts(path: Path, facts: Mapping[Path, FileFacts]) -> FileFacts | None:
 
 
 def _image_problems(
-    spec: ModelSpec, task: Task, facts: Mapping[Path, FileFacts]
+    spec: ModelSpec, task: Task, facts: Mapping[Path, FileFacts] | None
 ) -> list[tuple[str, str]]:
     name = spec.name
     problems = []
@@ -277,8 +295,9 @@ def _image_problems(
     for i, path in enumerate(task.images):
         where = f"images[{i}]" if len(task.images) > 1 else "images"
         found = _facts(path, facts)
-        if found is None:
-            problems.append((where, f"cannot read {path}"))
+        if not isinstance(found, FileFacts):
+            if found is None:
+                problems.append((where, f"cannot read {path}"))
             continue
         if found.size > spec.max_image_mb * MB:
             problems.append((where, f"{path} is {found.size / MB:.1f} MB; {name} takes at "
@@ -295,13 +314,13 @@ def _image_problems(
 
 
 def _mask_problems(
-    spec: ModelSpec, task: Task, facts: Mapping[Path, FileFacts]
+    spec: ModelSpec, task: Task, facts: Mapping[Path, FileFacts] | None
 ) -> list[tuple[str, str]]:
     mask = task.mask
     assert mask is not None
     found = _facts(mask, facts)
-    if found is None:
-        return [("mask", f"cannot read {mask}")]
+    if not isinstance(found, FileFacts):
+        return [("mask", f"cannot read {mask}")] if found is None else []
     problems = []
     if found.format != "png":
         problems.append(("mask", f"{mask} is {found.format or 'no known image format'}; a "

@@ -8,6 +8,7 @@ the values mean: schema checks belong to manifest.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,10 @@ from yaml.nodes import MappingNode, SequenceNode
 class LineMap(dict[Any, Any]):
     """A dict that knows its own line and the line of each key."""
 
-    line: int = 0
-    key_lines: dict[Any, int]
+    def __init__(self, line: int = 0):
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[Any, int] = {}
 
     def line_of(self, key: Any) -> int:
         return self.key_lines.get(key, self.line)
@@ -28,8 +31,11 @@ class LineMap(dict[Any, Any]):
 class LineList(list[Any]):
     """A list that knows its own line and the line of each item."""
 
-    line: int = 0
-    item_lines: list[int]
+    def __init__(self, items: Iterable[Any] = (), line: int = 0,
+                 item_lines: list[int] | None = None):
+        super().__init__(items)
+        self.line = line
+        self.item_lines = item_lines or []
 
     def line_of(self, index: int) -> int:
         return self.item_lines[index] if 0 <= index < len(self.item_lines) else self.line
@@ -61,9 +67,7 @@ class _LineLoader(yaml.SafeLoader):
 
 def _construct_map(loader: _LineLoader, node: MappingNode) -> LineMap:
     loader.flatten_mapping(node)  # resolves `<<: *anchor` merges the way SafeLoader does
-    result = LineMap()
-    result.line = node.start_mark.line + 1
-    result.key_lines = {}
+    result = LineMap(node.start_mark.line + 1)
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
@@ -79,10 +83,8 @@ def _construct_map(loader: _LineLoader, node: MappingNode) -> LineMap:
 
 
 def _construct_list(loader: _LineLoader, node: SequenceNode) -> LineList:
-    result = LineList(loader.construct_object(child, deep=True) for child in node.value)
-    result.line = node.start_mark.line + 1
-    result.item_lines = [child.start_mark.line + 1 for child in node.value]
-    return result
+    return LineList((loader.construct_object(child, deep=True) for child in node.value),
+                    node.start_mark.line + 1, [child.start_mark.line + 1 for child in node.value])
 
 
 _LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore[arg-type]

@@ -1,0 +1,103 @@
+"""Glob patterns as task sources: the files a pattern matches, streamed in sorted order.
+
+Owns matching `catalog/**/*.jpg` against the file tree: `*`, `?` and `[...]`
+within one folder name, `**` for any depth of folders, names starting with a
+dot only when the pattern says so (macOS's `._shirt.jpg` is not an image).
+The order equals `sorted()` over the matched paths, yet only one folder's
+listing is held at a time. It never reads files and never builds tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+def _segment(pattern: str) -> str:
+    """Regex for one path segment; a leading dot must be written to be matched."""
+    out = [] if pattern.startswith(".") else [r"(?!\.)"]
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end].replace("\\", "\\\\")
+            out.append("[^" + body[1:] + "]" if body[0] in "!^" else "[" + body + "]")
+            i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
+
+
+def _regex(parts: list[str]) -> re.Pattern[str]:
+    pieces = []
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        if part == "**":
+            pieces.append(r"(?:(?!\.)[^/]+/)*" + ("" if i < last else r"(?!\.)[^/]+"))
+        else:
+            pieces.append(_segment(part) + ("/" if i < last else ""))
+    return re.compile("".join(pieces))
+
+
+def matches(root: Path, pattern: str) -> Iterator[Path]:
+    """Files under `root` matching `pattern` (relative to root, or absolute), sorted."""
+    parts = [p for p in pattern.replace("\\", "/").split("/") if p not in ("", ".")]
+    static: list[str] = []
+    while len(parts) > 1 and not _MAGIC.search(parts[0]) and parts[0] != "**":
+        static.append(parts.pop(0))
+    if not parts:
+        return
+    base = Path(os.path.normpath(os.path.join(root, "/" if pattern.startswith("/") else "",
+                                              *static)))
+    stars = parts.index("**") if "**" in parts else len(parts)
+    levels = [re.compile(_segment(p)) for p in parts[:stars]]
+    walker = _Walker(_regex(parts), levels, recursive=stars < len(parts), depth=len(parts),
+                     hidden=any(p.startswith(".") for p in parts))
+    yield from walker.walk(base, "", 0)
+
+
+class _Walker:
+    def __init__(self, regex: re.Pattern[str], levels: list[re.Pattern[str]],
+                 recursive: bool, depth: int, hidden: bool):
+        self.regex, self.levels, self.recursive, self.depth = regex, levels, recursive, depth
+        self.hidden = hidden  # the pattern names a dot-folder: `**` must look inside those
+
+    def walk(self, folder: Path, rel: str, depth: int) -> Iterator[Path]:
+        try:
+            with os.scandir(folder) as it:
+                # A folder's contents sort where its name sorts: the order of sorted(Paths).
+                names = sorted((e.name, self._kind(e, depth)) for e in it)
+        except OSError:
+            return  # an unreadable folder matches nothing; a pattern that finds nothing says so
+        for name, kind in names:
+            path = f"{rel}{name}"
+            if kind == "folder":
+                yield from self.walk(folder / name, path + "/", depth + 1)
+            elif kind == "file" and self.regex.fullmatch(path):
+                yield folder / name
+
+    def _kind(self, entry: os.DirEntry[str], depth: int) -> str:
+        """'file', 'folder' (one that can still lead to a match) or 'skip'."""
+        try:
+            if not entry.is_dir():
+                return "file"
+            # `**` does not follow folder links: a link back up would never end.
+            if self.recursive and depth >= len(self.levels) and entry.is_symlink():
+                return "skip"
+        except OSError:
+            return "skip"
+        if depth < len(self.levels):
+            fits = depth < self.depth - 1 and self.levels[depth].fullmatch(entry.name)
+            return "folder" if fits else "skip"
+        if not self.recursive or (entry.name.startswith(".") and not self.hidden):
+            return "skip"  # `**` never matches .git and friends: no need to walk them
+        return "folder"
