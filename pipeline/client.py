@@ -12,7 +12,6 @@ is raised as a RequestError for retry.py to judge.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import io
@@ -99,7 +98,7 @@ class Gateway:
                 raise ConnectError(f"cannot connect to {self.host}: {exc.os_error}") from exc
             except aiohttp.ConnectionTimeoutError as exc:
                 raise ConnectError(f"connecting to {self.host} timed out") from exc
-            except (TimeoutError, asyncio.TimeoutError) as exc:
+            except TimeoutError as exc:
                 raise OutcomeUnknown(
                     f"no answer within {self.timeout.total:g} s after the upload") from exc
             except aiohttp.ClientError as exc:
@@ -177,7 +176,8 @@ def _request_id(headers: Any) -> str | None:
     return headers.get("x-request-id") or headers.get("x-oneapi-request-id")
 
 
-def _status_error(response: aiohttp.ClientResponse, body: bytes, request_id: str | None) -> StatusError:
+def _status_error(response: aiohttp.ClientResponse, body: bytes,
+                  request_id: str | None) -> StatusError:
     error: dict[str, Any] = {}
     try:
         parsed = json.loads(body)

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from pipeline.models import sniff_format
 from pipeline.task import Task
 
 # Bump when the canonical form below changes: every task then counts as changed once,
@@ -30,7 +31,8 @@ class HashCache(Protocol):
 
     def file_hash(self, path: Path, size: int, mtime_ns: int) -> str | None: ...
 
-    def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str) -> None: ...
+    def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str,
+                      format: str | None = None) -> None: ...
 
 
 class MemoryHashCache:
@@ -42,7 +44,8 @@ class MemoryHashCache:
     def file_hash(self, path: Path, size: int, mtime_ns: int) -> str | None:
         return self._hashes.get((str(path), size, mtime_ns))
 
-    def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str) -> None:
+    def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str,
+                      format: str | None = None) -> None:
         self._hashes[(str(path), size, mtime_ns)] = sha256
 
 
@@ -58,15 +61,18 @@ def content_hash(path: Path, cache: HashCache) -> str:
     digest = hashlib.sha256()
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
+    head = b""
     with open(path, "rb", buffering=0) as file:
         while read := file.readinto(buffer):
+            head = head or bytes(view[:16])
             digest.update(view[:read])
     sha256 = digest.hexdigest()
     after = os.stat(path)
     # A file written while we read it: the hash is of neither version, so it is not
     # cached and the next run reads the file again.
     if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
-        cache.remember_hash(path, before.st_size, before.st_mtime_ns, sha256)
+        cache.remember_hash(path, before.st_size, before.st_mtime_ns, sha256,
+                            sniff_format(head))
     return sha256
 
 

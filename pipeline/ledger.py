@@ -315,11 +315,12 @@ class Ledger:
         self._set_task(task_id, fingerprint, State.UNKNOWN, terminal=0, reason=reason)
         self._wrote()
 
-    def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str) -> None:
+    def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str,
+                      format: str | None = None) -> None:
         self._write(
-            "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256)"
-            " VALUES (?, ?, ?, ?)",
-            (str(path), size, mtime_ns, sha256),
+            "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256, format)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (str(path), size, mtime_ns, sha256, format),
         )
         self._wrote()
 
@@ -332,6 +333,14 @@ class Ledger:
     def file_hash(self, path: Path, size: int, mtime_ns: int) -> str | None:
         result: str | None = self._scalar(
             "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (str(path), size, mtime_ns),
+        )
+        return result
+
+    def known_format(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        """The image format recorded when this unchanged file was last hashed."""
+        result: str | None = self._scalar(
+            "SELECT format FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
             (str(path), size, mtime_ns),
         )
         return result

@@ -62,6 +62,13 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m002_file_format(db: sqlite3.Connection) -> None:
+    # The format sniffed when the file was hashed: a re-run's preflight trusts it for an
+    # unchanged (path, size, mtime) instead of opening 100k files again.
+    db.execute("ALTER TABLE file_hashes ADD COLUMN format TEXT")
+
+
 # A schema change is a new `@migration def m00N_...(db)` here, after the last one.
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.fingerprint import fingerprint
 from pipeline.ledger import Ledger
@@ -82,30 +83,37 @@ def categorise(task: Task, fp: str, record: tuple[str, str, bool, list[str]] | N
     return Category.NEW
 
 
-def walk(tasks: Iterable[Task], ledger: Ledger) -> Iterator[tuple[Task, str, Category]]:
-    """Each task with its fingerprint and category, adopting crash-orphaned successes."""
+def walk(tasks: Iterable[Task], ledger: Ledger, *,
+         adopt: bool = True) -> Iterator[tuple[Task, str, Category]]:
+    """Each task with its fingerprint and category; with `adopt`, successes a crashed
+    run left on disk are recorded (a plan-only pass just counts them as done)."""
     states = ledger.states()
     for task in tasks:
         fp = fingerprint(task, ledger)
         category = categorise(task, fp, states.get(task.id))
-        if category is not Category.DONE and _adopt(task, fp, ledger):
+        if category is not Category.DONE and (orphan := _orphan(task, fp)) is not None:
+            if adopt:
+                _adopt(task, fp, *orphan, ledger)
             category = Category.DONE
         yield task, fp, category
 
 
-def _adopt(task: Task, fp: str, ledger: Ledger) -> bool:
-    """A run killed between writing the outputs and recording the success left
-    a sidecar that proves the work was paid for: record it instead of paying again."""
+def _orphan(task: Task, fp: str) -> tuple[dict[str, Any], list[Path]] | None:
+    """The sidecar and outputs of this exact work, when they are all on disk."""
     sidecar = read_sidecar(task)
     if not sidecar or sidecar.get("fingerprint") != fp:
-        return False
+        return None
     outputs = [Path(p) for p in sidecar.get("outputs", [])]
-    if not outputs or not all(p.exists() for p in outputs):
-        return False
+    return (sidecar, outputs) if outputs and all(p.exists() for p in outputs) else None
+
+
+def _adopt(task: Task, fp: str, sidecar: dict[str, Any], outputs: list[Path],
+           ledger: Ledger) -> None:
+    """A run killed between writing the outputs and recording the success left
+    a sidecar that proves the work was paid for: record it instead of paying again."""
     ledger.mark_succeeded(task.id, fp, outputs, task.sidecar_path(outputs[0].suffix[1:]),
                           usage=sidecar.get("usage"), cost=float(sidecar.get("cost") or 0),
                           request_id=sidecar.get("request_id"))
-    return True
 
 
 def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,

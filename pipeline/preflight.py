@@ -50,9 +50,17 @@ class ValidationReport:
     cost_by_model: Mapping[str, float]
 
 
-def validate(manifest: Manifest, models: Models) -> Iterator[Checked]:
-    """Check every task in manifest order, one at a time; problems are yielded, never raised."""
-    files = _Files()
+KnownFormat = Callable[[Path, int, int], "str | None"]
+
+
+def validate(manifest: Manifest, models: Models,
+             known: KnownFormat | None = None) -> Iterator[Checked]:
+    """Check every task in manifest order, one at a time; problems are yielded, never raised.
+
+    `known(path, size, mtime_ns)` may vouch for a file checked on an earlier run
+    (the ledger's hash cache), so an unchanged catalog is stat()ed, not re-opened.
+    """
+    files = _Files(known=known)
     seen = _Seen(manifest)
     for made in manifest.expand():
         task = made.task
@@ -80,6 +88,7 @@ def check_all(
     *,
     max_problems: int = 1000,
     on_task: Callable[[Task], None] | None = None,
+    known: KnownFormat | None = None,
 ) -> ValidationReport:
     """One streaming pass over every task: counts and a cost estimate, or every problem.
 
@@ -91,7 +100,7 @@ def check_all(
     by_model: Counter[str] = Counter()
     cost_by_model: dict[str, float] = {}
     images = outputs = 0
-    for checked in validate(manifest, models):
+    for checked in validate(manifest, models, known):
         task = checked.task
         for problem in checked.problems:
             found.add(problem, _label(task, checked.origin))
@@ -126,8 +135,9 @@ def _inputs(made: Made, task: Task) -> Iterator[tuple[str, Path]]:
 class _Files:
     """Probes each input file once; recent answers are kept for files many tasks share."""
 
-    def __init__(self, keep: int = 4096):
+    def __init__(self, keep: int = 4096, known: KnownFormat | None = None):
         self.keep = keep
+        self.known = known
         self.recent: OrderedDict[Path, FileFacts | str] = OrderedDict()
 
     def get(self, path: Path) -> FileFacts | str:
@@ -141,10 +151,9 @@ class _Files:
             self.recent.popitem(last=False)
         return answer
 
-    @staticmethod
-    def _probe(path: Path) -> FileFacts | str:
+    def _probe(self, path: Path) -> FileFacts | str:
         try:
-            facts = probe(path)
+            facts = self._vouched(path) or probe(path)
         except OSError as exc:
             return os_reason(exc, path)
         if facts.size == 0:
@@ -152,6 +161,14 @@ class _Files:
         if facts.format is None:
             return f"{path} is not a PNG, JPEG or WebP image"
         return facts
+
+
+    def _vouched(self, path: Path) -> FileFacts | None:
+        if self.known is None:
+            return None
+        stat = os.stat(path)
+        fmt = self.known(path, stat.st_size, stat.st_mtime_ns)
+        return FileFacts(stat.st_size, fmt) if fmt else None
 
 
 def _key(path: str) -> bytes:

@@ -134,7 +134,7 @@ def policy(
     initial: float = 1.0,
     cap: float = 60.0,
     scale: float | None = None,
-    before_sleep: Callable[[RetryCallState], object] | None = None,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
 ) -> AsyncRetrying:
     """`retries` further attempts after the first, all within `deadline` seconds."""
     return AsyncRetrying(

@@ -13,6 +13,7 @@ import functools
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,6 @@ from pipeline.simulator import SimulatorOptions, running_simulator
 from pipeline.tally import Tally
 from pipeline.task import Task
 
-
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -53,7 +53,7 @@ class RunOptions:
     base_url: str | None = None
     ledger: Path | None = None
     flags: dict[str, Any] = field(default_factory=dict)  # settings given on the command line
-    selection: Selection = Selection()
+    selection: Selection = field(default_factory=Selection)
     dry_run: bool = False
     json: bool = False
     quiet: bool = False
@@ -71,12 +71,12 @@ class Job:
 
 
 def prepare(options: RunOptions) -> Job:
-    """Load and validate everything; raises InputError (exit 2) with every problem found."""
+    """Load the manifest and the config; raises InputError (exit 2). Files and model
+    limits are checked by `_check`, once the ledger's cache can vouch for unchanged files."""
     folder = config_dir(options.config)
     models = Models.load(config_file(folder, "models.yaml"))
     defaults = _defaults(folder)
     manifest = manifest_mod.load(options.manifest, models, default_model=defaults["model"])
-    check_all(manifest, models)
     settings = _resolve(folder, manifest.limits, options.flags)
     if settings.rate:
         try:
@@ -95,20 +95,26 @@ def _defaults(folder: Path) -> dict[str, Any]:
     return read_yaml(config_file(folder, "defaults.yaml"))
 
 
-def plan_only(job: Job, ledger: Ledger, selection: Selection) -> Plan:
+def plan_only(job: Job, ledger: Ledger, selection: Selection, *, adopt: bool = True) -> Plan:
     plan = Plan()
-    for _ in select(walk(job.manifest.tasks(), ledger), selection, job.models, plan):
+    for _ in select(walk(job.manifest.tasks(), ledger, adopt=adopt), selection, job.models,
+                    plan):
         pass
     return plan
 
 
+def _check(job: Job, ledger: Ledger) -> None:
+    """Every file, id, output and model limit; raises ManifestError with all problems."""
+    check_all(job.manifest, job.models, known=ledger.known_format)
+
+
 def run(options: RunOptions, out: Callable[[str], None]) -> int:
     job = prepare(options)
+    if options.dry_run:
+        return _dry_run(job, options, out)
     with RunLock(Path(f"{job.ledger_path}.lock")), Ledger.open(job.ledger_path) as ledger:
+        _check(job, ledger)
         plan = plan_only(job, ledger, options.selection)
-        if options.dry_run:
-            out(describe_plan(job, plan))
-            return EXIT_OK
         max_cost = job.settings.max_cost
         if max_cost is not None and plan.estimate > max_cost:
             raise InputError(
@@ -119,6 +125,17 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
                 f"no API key: set {job.provider.api_key_env or 'IMGEDIT_API_KEY'} "
                 "(or IMGEDIT_API_KEY) in the environment")
         return anyio.run(_send, job, ledger, options, plan.to_send, out)
+
+
+def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
+    """validate / --dry-run: no lock, no writes; an existing ledger is only read."""
+    with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
+        path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
+        with Ledger.open(path, recover=False) as ledger:
+            _check(job, ledger)
+            plan = plan_only(job, ledger, options.selection, adopt=False)
+    out(describe_plan(job, plan))
+    return EXIT_OK
 
 
 def describe_plan(job: Job, plan: Plan) -> str:

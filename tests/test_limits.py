@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 
@@ -37,7 +39,7 @@ async def test_rate_limiter_spaces_requests_evenly() -> None:
     for _ in range(5):
         await limiter.acquire()
         starts.append(clock.now)
-    assert [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)] == [0.5] * 4
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)] == [0.5] * 4
 
 
 async def test_rate_limiter_never_banks_idle_time_beyond_burst() -> None:
