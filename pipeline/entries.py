@@ -255,8 +255,11 @@ class _Builder:
 
 def _glob_tasks(build: _Builder, entry: Entry) -> Iterator[Made]:
     pattern = str(entry.values["glob"])
+    outputs = globsource.outputs_pattern(str(entry.values.get("output") or DEFAULT_OUTPUT))
     found = False
     for path in globsource.matches(build.root, pattern):
+        if globsource.is_earlier_output(path, relative(build.root, path), outputs):
+            continue  # an earlier run's result, not a new input
         found = True
         yield build(entry, entry.values, first=path)
     if not found:

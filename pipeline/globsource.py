@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +102,46 @@ class _Walker:
         if not self.recursive or (entry.name.startswith(".") and not self.hidden):
             return "skip"  # `**` never matches .git and friends: no need to walk them
         return "folder"
+
+
+_ANY_EXT = r"(?:png|jpeg|webp)"
+
+
+def outputs_pattern(template: str) -> re.Pattern[str] | None:
+    """A regex for the files an output template names, matched against paths relative
+    to the manifest's folder, so that a glob never takes last night's results for new
+    inputs (`*.png` next to `shirt.edited.png`).
+
+    None when the template has no literal text to tell an output from an input
+    (`{dir}/{stem}.{ext}`): then nothing is skipped, and preflight still refuses
+    an output that lands on an input.
+    """
+    text = template.replace("\\", "/")
+    in_dir = text.startswith("{dir}/")
+    text = text.removeprefix("{dir}/")
+    if text.startswith(("/", "{")) and not text.startswith(("{stem}", "{id}")):
+        return None  # absolute or rooted in another placeholder: cannot tell
+    body, literal = [], ""
+    for lit, name, _spec, _conv in string.Formatter().parse(text):
+        literal += lit
+        body.append(re.escape(lit))
+        if name is None:
+            continue
+        body.append({"ext": _ANY_EXT, "index": r"\d+", "id": r".+"}.get(name, r"[^/]+"))
+    if not literal.strip("./"):
+        return None
+    regex = "".join(body)
+    if "{index}" not in text and regex.endswith(r"\." + _ANY_EXT):
+        # n > 1 without {index} in the template adds "-N" before the extension
+        regex = regex[: -len(r"\." + _ANY_EXT)] + r"(?:-\d+)?\." + _ANY_EXT
+    return re.compile(("(?:^|/)" if in_dir else "^") + regex + "$")
+
+
+def is_earlier_output(path: Path, rel: str, outputs: re.Pattern[str] | None) -> bool:
+    """The name fits the output template and a sidecar stands beside it: a result of
+    ours. Both must hold, so a product photo that merely looks like one (`mug-2.png`
+    under `{stem}-{index}.{ext}`) is never skipped silently."""
+    if outputs is None or not outputs.search(rel):
+        return False
+    first = re.sub(r"\d+$", "0", path.stem)  # the sidecar is named after output 0
+    return path.with_suffix(".json").exists() or path.with_name(first + ".json").exists()
