@@ -45,6 +45,7 @@ class Manifest:
     allow_outside: bool
     entries: tuple[Entry, ...] = ()
     default_model: str = "gpt-image-1"  # when neither a task nor defaults name a model
+    problems: tuple[Problem, ...] = ()  # top-level problems, reported again by check_all
 
     def tasks(self) -> Iterator[Task]:
         """Every task in manifest order, built one at a time.
@@ -84,13 +85,15 @@ def load(path: Path, models: object = None, *, default_model: str = "gpt-image-1
         for i, raw in enumerate(listed)
     )
     problems += top
-    if problems:
+    if problems and not listed:
         raise ManifestError(problems + [p for e in parsed for p in e.problems])
+    # Otherwise carry on: check_all reports these with every file and entry problem,
+    # so one typo in `defaults` does not hide a missing file further down.
     return Manifest(
         path=path, root=path.parent, version=VERSION,
         provider=data.get("provider"), defaults=defaults, limits=limits,
         allow_outside=bool(data.get("allow_outside", False)),
-        entries=parsed, default_model=default_model,
+        entries=parsed, default_model=default_model, problems=tuple(problems),
     )
 
 

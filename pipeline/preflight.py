@@ -100,6 +100,8 @@ def check_all(
     by_model: Counter[str] = Counter()
     cost_by_model: dict[str, float] = {}
     images = outputs = 0
+    for problem in manifest.problems:
+        found.add(problem, "")
     for checked in validate(manifest, models, known):
         task = checked.task
         for problem in checked.problems:
