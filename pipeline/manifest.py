@@ -62,14 +62,16 @@ class Manifest:
         return entries.expand(self.entries, self.root, self.default_model)
 
 
-def load(path: Path, models: object = None, *, default_model: str = "gpt-image-1") -> Manifest:
+def load(path: Path, models: object = None, *, default_model: str = "gpt-image-1",
+         defer: bool = False) -> Manifest:
     """Read a manifest and check its structure; files and model limits wait for check_all.
 
     Raises ManifestError with every problem found in the top-level structure (YAML
     syntax, version, unknown keys, wrong types, keys written twice), plus what is
     wrong in the entries themselves, each naming file:line and field. `models` is
     not needed here (model limits are checked per task); it is accepted so callers
-    can pass what they have.
+    can pass what they have. With `defer`, such problems wait in `problems` for
+    check_all to report beside every file problem, unless the task list is unusable.
     """
     path = Path(os.path.abspath(path))
     data, problems = _read(path)
@@ -85,10 +87,10 @@ def load(path: Path, models: object = None, *, default_model: str = "gpt-image-1
         for i, raw in enumerate(listed)
     )
     problems += top
-    if problems and not listed:
+    if problems and (not listed or not defer):
         raise ManifestError(problems + [p for e in parsed for p in e.problems])
-    # Otherwise carry on: check_all reports these with every file and entry problem,
-    # so one typo in `defaults` does not hide a missing file further down.
+    # With `defer`, check_all reports these with every file and entry problem, so one
+    # typo in `defaults` does not hide a missing file further down.
     return Manifest(
         path=path, root=path.parent, version=VERSION,
         provider=data.get("provider"), defaults=defaults, limits=limits,

@@ -150,3 +150,27 @@ def test_python_dash_m_is_the_same_program(tmp_path: Path, cli: Cli) -> None:
     assert done.returncode == 0
     for command in ("run", "validate", "status", "report", "export", "simulate"):
         assert command in done.stdout
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path, cli: Cli, sim) -> None:
+    catalog(tmp_path)
+    write_manifest(tmp_path, """
+        version: 1
+        defaults: {model: gpt-image-1, qualty: high}
+        tasks:
+          - id: shirt
+            images: products/shirt.jpg
+            prompt: navy
+          - id: shirt
+            images: [products/missing.png]
+            prompt: white
+            size: 800x600
+    """)
+    done = cli("run", "job.yaml", "--base-url", sim.base_url)
+    assert done.returncode == 2
+    for expected in ("job.yaml:2: defaults.qualty: unknown key 'qualty'; did you mean 'quality'",
+                     "job.yaml:8: tasks[1].images: file not found",
+                     "job.yaml:10: tasks[1].size: gpt-image-1 does not take size '800x600'",
+                     "job.yaml:7: tasks[1].id: duplicate id 'shirt': also at"):
+        assert expected in done.stderr
+    assert sim.stats().requests == 0
