@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from pipeline.limits import Cooldown, RateLimiter, parse_rate
 from pipeline.lock import RunLock
 from pipeline.logs import event
 from pipeline.models import Models
-from pipeline.plan import Plan, Selection, select, walk
+from pipeline.plan import Category, Plan, Selection, select, walk
 from pipeline.preflight import check_all
 from pipeline.scheduler import Scheduler
 from pipeline.settings import Provider, Settings, config_dir, config_file, load_provider
@@ -76,7 +76,8 @@ def prepare(options: RunOptions) -> Job:
     folder = config_dir(options.config)
     models = Models.load(config_file(folder, "models.yaml"))
     defaults = _defaults(folder)
-    manifest = manifest_mod.load(options.manifest, models, default_model=defaults["model"])
+    manifest = manifest_mod.load(options.manifest, models, default_model=defaults["model"],
+                                 defer=True)
     settings = _resolve(folder, manifest.limits, options.flags)
     if settings.rate:
         try:
@@ -112,7 +113,7 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
     job = prepare(options)
     if options.dry_run:
         return _dry_run(job, options, out)
-    with RunLock(Path(f"{job.ledger_path}.lock")), Ledger.open(job.ledger_path) as ledger:
+    with RunLock(job.ledger_path, manifest=job.manifest.path), Ledger.open(job.ledger_path) as ledger:
         _check(job, ledger)
         plan = plan_only(job, ledger, options.selection)
         max_cost = job.settings.max_cost
@@ -161,6 +162,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
+    held: list[str] = []  # failed or unknown tasks this run's flags leave as they are
     event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
           provider=job.provider.name, to_send=to_send, concurrency=settings.concurrency,
           rate=settings.rate)
@@ -174,7 +176,9 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             gateway = Gateway(session, provider, settings.timeout)
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), limiter=limiter, cooldown=cooldown)
-            work = select(walk(job.manifest.tasks(), ledger), options.selection, job.models, plan)
+            walked = _watch(walk(job.manifest.tasks(), ledger), options.selection, held,
+                            scheduler.unknown_resent)
+            work = select(walked, options.selection, job.models, plan)
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
                                  signalled)
@@ -183,7 +187,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
-    code = _exit_code(tally, scheduler, signalled)
+    code = _exit_code(tally, scheduler, signalled, held)
     ledger.finish_run(run_id, code, {"succeeded": tally.succeeded, "failed": tally.failed,
                                      "unknown": tally.unknown})
     event(logging.INFO, "run finished", run_id=run_id, exit_code=code,
@@ -226,12 +230,28 @@ async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: 
             scope.deadline = anyio.current_time() + grace
 
 
-def _exit_code(tally: Tally, scheduler: Scheduler, signalled: list[signal.Signals]) -> int:
+def _watch(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
+           held: list[str], unknown_resent: set[str]) -> Iterator[tuple[Task, str, Category]]:
+    """Note what the plan's counts do not say: failed or unknown tasks the flags hold back
+    (the run must not exit 0 while they lack outputs), and unknown tasks sent again (each
+    a possible double charge). Tasks left out by --only are neither."""
+    for task, fp, category in walked:
+        if category in (Category.FAILED, Category.UNKNOWN):
+            if selection.wants(task, category):
+                if category is Category.UNKNOWN:
+                    unknown_resent.add(task.id)
+            elif not selection.only or task.id in selection.only:
+                held.append(task.id)
+        yield task, fp, category
+
+
+def _exit_code(tally: Tally, scheduler: Scheduler, signalled: list[signal.Signals],
+               held: list[str]) -> int:
     if signalled:
         return EXIT_SIGNAL[signalled[0]]
     if scheduler.stop.fatal is not None:
         return RunAborted.exit_code
-    if tally.failed or tally.unknown or tally.done < tally.total:
+    if tally.failed or tally.unknown or tally.done < tally.total or held:
         return EXIT_FAILED
     return EXIT_OK
 
