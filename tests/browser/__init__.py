@@ -1,0 +1,1 @@
+"""Helpers that drive a real browser (headless Chromium) for the report's tests."""
