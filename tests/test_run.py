@@ -136,13 +136,31 @@ def test_status_and_export(tmp_path: Path, cli: Cli, sim) -> None:
     assert (tmp_path / "tasks.csv").read_text().startswith("id,state,terminal")
 
 
-def test_the_key_is_in_no_file_and_no_output(tmp_path: Path, cli: Cli, sim) -> None:
+def test_the_key_is_in_no_file_and_no_output(tmp_path: Path, cli: Cli, simulator) -> None:
+    """A full scenario with retries, a refusal, logs, status, export and the report:
+    every stream and every file written is scanned for the key."""
     catalog(tmp_path)
-    done = cli("run", "job.yaml", "--base-url", sim.base_url, "-v")
-    assert TEST_KEY not in done.stdout + done.stderr
+    sim = simulator(fail_first={"502": 1}, fault_by_prompt={"navy": "moderation"})
+    streams = []
+    for args in (["run", "job.yaml", "--base-url", sim.base_url, "-vv", "--log-file",
+                  "logs/run.log"],
+                 ["run", "job.yaml", "--base-url", sim.base_url, "--retry-failed", "-vv",
+                  "--log-format", "json", "--log-file", "logs/run.jsonl", "--json"],
+                 ["status", "job.yaml", "--json"], ["export", "job.yaml", "--format", "jsonl"],
+                 ["report", "job.yaml"]):
+        done = cli(*args)
+        assert done.returncode in (0, 1), done.stderr
+        streams += [done.stdout, done.stderr]
+    assert sim.stats().faults  # the scenario really met its faults
+    assert any("task retry" in s for s in streams)
+    for text in streams:
+        assert TEST_KEY not in text
+    scanned = 0
     for path in tmp_path.rglob("*"):
         if path.is_file():
+            scanned += 1
             assert TEST_KEY.encode() not in path.read_bytes(), path
+    assert scanned > 20  # outputs, sidecars, ledger (+WAL), logs, report, thumbnails
 
 
 def test_python_dash_m_is_the_same_program(tmp_path: Path, cli: Cli) -> None:
@@ -174,3 +192,22 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, cli: Cli, sim) -> Non
                      "job.yaml:7: tasks[1].id: duplicate id 'shirt': also at"):
         assert expected in done.stderr
     assert sim.stats().requests == 0
+
+
+def test_simulate_serves_the_gateway_until_stopped(tmp_path: Path, cli: Cli) -> None:
+    catalog(tmp_path)
+    server = cli.popen("simulate", "--port", "0", "--fault", "502=0")
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    assert line.startswith("simulator listening on http://127.0.0.1:"), line
+    base_url = line.split()[-1]
+    try:
+        done = cli("run", "job.yaml", "--base-url", base_url)
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        server.stdout.close()
+        assert server.stderr is not None
+        server.stderr.close()
+    assert (tmp_path / "products/shirt.edited.png").exists()
