@@ -44,11 +44,16 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
 
 
+def _bar(done: int, total: int, width: int = 30) -> str:
+    filled = width * done // total if total else width
+    return f"[green]{'━' * filled}[/][dim]{'━' * (width - filled)}[/]"
+
+
 def _panel(t: Tally, cooldown: float) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("done", f"{t.done}/{t.total}")
+    table.add_row("done", f"{_bar(t.done, t.total)} {t.done}/{t.total}")
     table.add_row("succeeded", f"[green]{t.succeeded}[/]")
     table.add_row("failed", f"[red]{t.failed}[/]" if t.failed else "0")
     table.add_row("unknown", f"[yellow]{t.unknown}[/]" if t.unknown else "0")
