@@ -10,9 +10,10 @@ from __future__ import annotations
 import enum
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
 
+import anyio
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -135,9 +136,12 @@ def policy(
     cap: float = 60.0,
     scale: float | None = None,
     before_sleep: Callable[[RetryCallState], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> AsyncRetrying:
-    """`retries` further attempts after the first, all within `deadline` seconds."""
+    """`retries` further attempts after the first, all within `deadline` seconds.
+    `sleep` waits between attempts (the scheduler's wakes early when the run stops)."""
     return AsyncRetrying(
+        sleep=sleep or anyio.sleep,
         stop=stop_after_attempt(retries + 1) | stop_after_delay(deadline),
         wait=_Wait(initial, cap, wait_scale() if scale is None else scale),
         retry=retry_if_exception(lambda e: should_retry(e, retry_unknown=retry_unknown)),

@@ -113,7 +113,8 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
     job = prepare(options)
     if options.dry_run:
         return _dry_run(job, options, out)
-    with RunLock(job.ledger_path, manifest=job.manifest.path), Ledger.open(job.ledger_path) as ledger:
+    lock = RunLock(job.ledger_path, manifest=job.manifest.path)
+    with lock, Ledger.open(job.ledger_path) as ledger:
         _check(job, ledger)
         plan = plan_only(job, ledger, options.selection)
         max_cost = job.settings.max_cost

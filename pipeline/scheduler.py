@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -21,12 +21,12 @@ import anyio.abc
 from tenacity import RetryCallState
 
 from pipeline import retry
-from pipeline.logs import event
 from pipeline.client import Answer, Gateway
-from pipeline.errors import RequestError, StatusError
+from pipeline.errors import OutcomeUnknown, RequestError, StatusError
 from pipeline.fingerprint import idempotency_key
 from pipeline.ledger import Attempt, Ledger
 from pipeline.limits import AdaptiveConcurrency, Cooldown, RateLimiter
+from pipeline.logs import event
 from pipeline.settings import Settings
 from pipeline.tally import Tally
 from pipeline.task import Task
@@ -45,6 +45,7 @@ class Stop:
 
     reason: str | None = None
     fatal: StatusError | RequestError | None = None
+    stopped: anyio.Event = field(default_factory=anyio.Event)
 
     def __bool__(self) -> bool:
         return self.reason is not None
@@ -52,6 +53,13 @@ class Stop:
     def set(self, reason: str, fatal: RequestError | None = None) -> None:
         if self.reason is None:
             self.reason, self.fatal = reason, fatal
+            self.stopped.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when launching stops: a task waiting to retry must not
+        hold a shutdown for its backoff (or the whole grace) when nothing is in flight."""
+        with anyio.move_on_after(seconds):
+            await self.stopped.wait()
 
 
 class Scheduler:
@@ -77,6 +85,8 @@ class Scheduler:
         self.cooldown = cooldown or Cooldown()
         self.concurrency = AdaptiveConcurrency(settings.concurrency)
         self.stop = Stop()
+        # Tasks an earlier run left `unknown`: sending one again may pay for it twice.
+        self.unknown_resent: set[str] = set()
 
     async def run(self, work: Iterable[tuple[Task, str]]) -> None:
         """Process (task, fingerprint) pairs until done or stopped."""
@@ -105,29 +115,27 @@ class Scheduler:
 
     async def _process(self, task: Task, fingerprint: str) -> None:
         key = idempotency_key(task.id, fingerprint)
-        attempts = 0
+        failed: list[RequestError] = []  # each failed attempt's error, oldest first
         policy = retry.policy(
             retries=self.settings.retries, deadline=self.settings.task_deadline,
             retry_unknown=self.settings.retry_unknown,
-            before_sleep=functools.partial(self._before_sleep, task))
+            before_sleep=functools.partial(self._before_sleep, task), sleep=self.stop.sleep)
         try:
             async for attempt in policy:
                 with attempt:
-                    attempts += 1
-                    answer = await self._attempt(task, fingerprint, key, attempts)
+                    answer = await self._attempt(task, fingerprint, key, failed)
         except RequestError as exc:
             self._record_failure(task, fingerprint, exc)
             return
         except Stopped:
-            if attempts <= 1:
-                return  # never sent: the task stays as it was, for the next run
-            self.tally.retrying -= 1
-            self.ledger.mark_failed(task.id, fingerprint, terminal=False,
-                                    reason=f"not retried: {self.stop.reason}",
-                                    error_type="stopped", error_code=None)
-            self.tally.failed += 1
+            self._not_retried(task, fingerprint, failed)
             return
-        await self._save(task, fingerprint, answer, attempts)
+        except anyio.get_cancelled_exc_class():
+            self._not_retried(task, fingerprint, failed)  # the grace ran out
+            raise
+        # A paid answer is in hand: a cancel must not cut its saving short.
+        with anyio.CancelScope(shield=True):
+            await self._save(task, fingerprint, answer, len(failed) + 1)
 
     def _before_sleep(self, task: Task, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -141,22 +149,30 @@ class Scheduler:
               cause=cause, wait_s=round(wait, 2), error=str(exc))
 
     async def _gate(self) -> None:
-        """Wait for the shared cooldown and the rate limiter; refuse if stopping."""
+        """Wait for the shared cooldown and the rate limiter; refuse if stopping, also when
+        launching stops during the cooldown."""
+        while not self.stop and (left := self.cooldown.remaining()) > 0:
+            await self.stop.sleep(left)
         if self.stop:
             raise Stopped
-        await self.cooldown.wait()
         if self.limiter is not None:
             await self.limiter.acquire()
         if self.stop:
             raise Stopped
 
-    async def _attempt(self, task: Task, fingerprint: str, key: str, number: int) -> Answer:
+    async def _attempt(self, task: Task, fingerprint: str, key: str,
+                       failed: list[RequestError]) -> Answer:
+        """One attempt; a failed one's error is appended to `failed` (one per attempt)."""
+        number = len(failed) + 1
+        if number > 1:
+            self.tally.retrying -= 1  # its wait is over, whatever happens next
         async with self.concurrency:
             await self._gate()
             if number == 1:
                 self.ledger.mark_submitted(self.run_id, task, fingerprint)
-            else:
-                self.tally.retrying -= 1
+                if task.id in self.unknown_resent:
+                    self.unknown_resent.discard(task.id)
+                    self.tally.possible_double_charges += 1
             self.tally.in_flight += 1
             self.tally.sent()
             started_wall, started = time.time(), time.monotonic()
@@ -164,10 +180,11 @@ class Scheduler:
                 answer = await self.gateway.edit(task, key)
             except RequestError as exc:
                 self._on_error(task, exc, number, started_wall, time.monotonic() - started)
+                failed.append(exc)
                 raise
             except anyio.get_cancelled_exc_class():
                 # Shutdown's grace ran out with this request on the wire: it may be billed.
-                self._on_cancel(task, fingerprint, number, started_wall)
+                failed.append(self._on_cancel(task, number, started_wall))
                 raise
             finally:
                 self.tally.in_flight -= 1
@@ -197,14 +214,30 @@ class Scheduler:
             error_code=getattr(exc, "code", None), message=str(exc)[:500],
             request_id=getattr(exc, "request_id", None), outcome=outcome))
 
-    def _on_cancel(self, task: Task, fingerprint: str, number: int, started_wall: float) -> None:
+    def _on_cancel(self, task: Task, number: int, started_wall: float) -> OutcomeUnknown:
         reason = "cancelled at shutdown with the request in flight; it may have been billed"
         self.ledger.record_attempt(Attempt(
             task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
             latency_s=time.time() - started_wall, status=None, error_type="cancelled",
             error_code=None, message=reason, request_id=None, outcome="unknown"))
-        self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
-        self.tally.unknown += 1
+        return OutcomeUnknown(reason)
+
+    def _not_retried(self, task: Task, fingerprint: str, failed: list[RequestError]) -> None:
+        """Launching stopped (or the grace ran out) before the task's next attempt: it keeps
+        what its last attempt came to, so a request that may have been billed stays
+        `unknown`. A task never sent stays as it was, for the next run."""
+        if not failed:
+            return
+        last = failed[-1]
+        reason = f"{last} (not retried: {self.stop.reason or 'the run was cancelled'})"
+        if retry.classify(last) is retry.Verdict.UNKNOWN:
+            self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
+            self.tally.unknown += 1
+        else:
+            self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
+                                    error_type=_cause(last), error_code=getattr(last, "code", None))
+            self.tally.failed += 1
+        self.tally.failure(task.id, reason)
 
     def _record_failure(self, task: Task, fingerprint: str, exc: RequestError) -> None:
         verdict = retry.classify(exc)

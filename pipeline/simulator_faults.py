@@ -43,6 +43,7 @@ FAULTS = {
     "malformed": "HTTP 200 whose body is not JSON",
     "notimage": "HTTP 200 whose b64_json decodes to bytes that are no image",
     "moderation": "HTTP 400 moderation_blocked",
+    "convert": "HTTP 500 convert_request_failed: the relay could not translate the request",
     "401": "HTTP 401 invalid_api_key",
 }
 
@@ -77,6 +78,10 @@ _FAULT_ERRORS: dict[str, tuple[int, str, str, str | None]] = {
               "insufficient_quota", "insufficient_quota"),
     "moderation": (400, "Your request was rejected by the safety system.",
                    "invalid_request_error", "moderation_blocked"),
+    # The relay (new-api) answers 500 when it cannot translate a request for the upstream;
+    # sending the same request again fails the same way.
+    "convert": (500, "failed to convert request: unsupported field for this channel",
+                "new_api_error", "convert_request_failed"),
     "401": (401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
 }
 _FAULT_ERRORS["429-bare"] = _FAULT_ERRORS["429"]
@@ -90,7 +95,9 @@ class SimulatorOptions:
     # fault -> N: each Idempotency-Key's first N requests get it, in the order given
     # (requests without a key share one count).
     fail_first: Mapping[str, int] = field(default_factory=dict)
-    fault_by_prompt: Mapping[str, str] = field(default_factory=dict)  # substring -> fault
+    # substring -> a fault for every request whose prompt holds it, or a fail_first-shaped
+    # {fault: N} for just the first attempts of each such task (then it is answered).
+    fault_by_prompt: Mapping[str, str | Mapping[str, int]] = field(default_factory=dict)
     seed: int = 0
     latency: float | str = 0.0  # seconds, "uniform:LOW,HIGH" or "normal:MEAN,SD"
     slow_seconds: float = 5.0
@@ -102,7 +109,7 @@ class SimulatorOptions:
     def __post_init__(self) -> None:
         # YAML reads `500: 0.1` with an int key, and fault names are strings.
         for name in ("faults", "fail_first", "fault_by_prompt"):
-            value = {str(k): v for k, v in dict(getattr(self, name) or {}).items()}
+            value = {str(k): _str_keys(v) for k, v in dict(getattr(self, name) or {}).items()}
             object.__setattr__(self, name, MappingProxyType(value))
         check_faults(self.faults, self.fail_first, self.fault_by_prompt)
         parse_latency(self.latency)
@@ -123,11 +130,18 @@ class SimulatorOptions:
         return cls(**dict(values or {}))
 
 
+def _str_keys(value: Any) -> Any:
+    return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else value
+
+
 def check_faults(
-    faults: Mapping[str, Any], fail_first: Mapping[str, Any], by_prompt: Mapping[str, str]
+    faults: Mapping[str, Any], fail_first: Mapping[str, Any], by_prompt: Mapping[str, Any]
 ) -> None:
     """Raise ValueError, naming the option, for any fault setting that cannot work."""
-    named = {"faults": faults, "fail_first": fail_first, "fault_by_prompt": by_prompt.values()}
+    first_by_prompt = [v for v in by_prompt.values() if isinstance(v, Mapping)]
+    prompt_names = [v for v in by_prompt.values() if not isinstance(v, Mapping)]
+    prompt_names += [name for plan in first_by_prompt for name in plan]
+    named = {"faults": faults, "fail_first": fail_first, "fault_by_prompt": prompt_names}
     for option, names in named.items():
         for name in names:
             if name not in FAULTS:
@@ -137,9 +151,11 @@ def check_faults(
             raise ValueError(f"faults: {name!r} probability {p!r} is not a number from 0 to 1")
     if sum(faults.values()) > 1 + 1e-9:
         raise ValueError("faults: the probabilities add up to more than 1")
-    for name, count in fail_first.items():
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(f"fail_first: {name!r} count {count!r} is not a whole number >= 0")
+    counts = [("fail_first", fail_first)] + [("fault_by_prompt", v) for v in first_by_prompt]
+    for option, plan in counts:
+        for name, count in plan.items():
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"{option}: {name!r} count {count!r} is not a whole number >= 0")
 
 
 class Ticket(NamedTuple):
@@ -160,7 +176,7 @@ class FaultPlan:
         self,
         faults: Mapping[str, float],
         fail_first: Mapping[str, int],
-        by_prompt: Mapping[str, str],
+        by_prompt: Mapping[str, str | Mapping[str, int]],
         seed: int,
     ):
         self._faults = dict(faults)
@@ -181,18 +197,24 @@ class FaultPlan:
     def choose(self, ticket: Ticket, prompt: str) -> str | None:
         for substring, fault in self._by_prompt.items():
             if substring in prompt:
-                return fault
-        attempt = ticket.attempt
-        for fault, count in self._fail_first.items():
-            if attempt <= count:
-                return fault
-            attempt -= count
+                return fault if isinstance(fault, str) else _nth(fault, ticket.attempt)
+        if first := _nth(self._fail_first, ticket.attempt):
+            return first
         bound = 0.0
         for fault, p in self._faults.items():
             bound += p
             if ticket.roll < bound:
                 return fault
         return None
+
+
+def _nth(fail_first: Mapping[str, int], attempt: int) -> str | None:
+    """The fault a key's `attempt`-th request gets from a {fault: N} plan, in its order."""
+    for fault, count in fail_first.items():
+        if attempt <= count:
+            return fault
+        attempt -= count
+    return None
 
 
 def error_response(

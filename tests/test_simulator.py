@@ -357,6 +357,7 @@ ERROR_FAULTS = [
     ("429-bare", 429, "rate_limit_exceeded", "rate_limit_exceeded"),
     ("quota", 429, "insufficient_quota", "insufficient_quota"),
     ("moderation", 400, "invalid_request_error", "moderation_blocked"),
+    ("convert", 500, "new_api_error", "convert_request_failed"),
     ("401", 401, "invalid_request_error", "invalid_api_key"),
 ]
 
@@ -463,6 +464,15 @@ async def test_fault_by_prompt_always_hits_that_task() -> None:
         assert (await gw.edit(prompt="white background SKU-14")).status == 200
 
 
+async def test_fault_by_prompt_with_counts_hits_only_that_tasks_first_attempts() -> None:
+    async with gateway(fault_by_prompt={"SKU-13": {"502": 1, "500": 1}}) as gw:
+        key = {"Idempotency-Key": "sku-13"}
+        answers = [await gw.edit(prompt="SKU-13 on white", headers=key) for _ in range(3)]
+        assert [a.status for a in answers] == [502, 500, 200]
+        assert (await gw.edit(prompt="SKU-14 on white", headers=key)).status == 200
+        assert gw.sim.stats.faults == {"502": 1, "500": 1}
+
+
 # --- counters, options, ways to run ----------------------------------------------------------
 
 
@@ -505,6 +515,8 @@ def test_options_come_from_a_providers_simulator_mapping() -> None:
     ({"faults": {"500": "often"}}, "often"),
     ({"fail_first": {"500": -1}}, "fail_first"),
     ({"fault_by_prompt": {"x": "explode"}}, "explode"),
+    ({"fault_by_prompt": {"x": {"explode": 1}}}, "explode"),
+    ({"fault_by_prompt": {"x": {"500": 1.5}}}, "fault_by_prompt"),
     ({"latency": "gamma:1,2"}, "latency"),
     ({"latency": -1}, "latency"),
     ({"rate_limit": "fast"}, "rate_limit"),
