@@ -17,19 +17,18 @@ commits, and that costs a re-sent request, never a corrupt ledger.
 
 from __future__ import annotations
 
-import enum
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 from pipeline import lock
 from pipeline.errors import InputError
 from pipeline.migrations import migrate
+from pipeline.records import Attempt, Outcome, TaskRecord, TaskState, task_record
 from pipeline.task import State, Task
 
 FLUSH_EVERY_WRITES = 500
@@ -43,71 +42,6 @@ _SECRET_WORDS = ("key", "token", "secret", "authorization")
 def default_path(manifest_path: Path) -> Path:
     """`<manifest folder>/<manifest stem>.ledger.sqlite`."""
     return manifest_path.with_name(f"{manifest_path.stem}.ledger.sqlite")
-
-
-class Outcome(enum.StrEnum):
-    """What one HTTP attempt came to."""
-
-    SUCCEEDED = "succeeded"
-    RETRY = "retry"  # failed, and another attempt follows
-    FAILED = "failed"  # failed, and the task gives up
-    UNKNOWN = "unknown"  # sent, no answer: may have been billed
-    ABORTED = "aborted"  # cancelled (Ctrl-C, run aborted) before an answer
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    """A task's row. outputs/sidecar/usage/cost/request_id describe its last success."""
-
-    id: str
-    fingerprint: str
-    state: State
-    terminal: bool
-    reason: str | None
-    error_type: str | None
-    error_code: str | None
-    attempts: int
-    outputs: list[Path]
-    sidecar: Path | None
-    model: str | None
-    prompt: str | None
-    cost: float | None
-    usage: dict[str, Any] | None
-    request_id: str | None
-    run_id: int | None
-    updated_at: datetime
-    first_input: Path | None
-
-
-class TaskState(NamedTuple):
-    """What planning needs of a task: is it done for this fingerprint, with outputs on disk?"""
-
-    fingerprint: str
-    state: State
-    terminal: bool
-    outputs: list[str]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Attempt:
-    """One HTTP attempt.
-
-    `number`: leave None and the ledger numbers the task's attempts 1, 2, 3… across
-    every run; a number given is stored as is. `started_at`: a datetime, or a float
-    Unix time (time.time()); read back as a UTC datetime.
-    """
-
-    task_id: str
-    run_id: int
-    started_at: datetime | float
-    outcome: Outcome | str
-    number: int | None = None
-    latency_s: float | None = None
-    status: int | None = None  # HTTP status; None when no answer came
-    error_type: str | None = None
-    error_code: str | None = None
-    message: str | None = None
-    request_id: str | None = None
 
 
 # --- the ledger -----------------------------------------------------------------------------
@@ -348,12 +282,12 @@ class Ledger:
     def get(self, task_id: str) -> TaskRecord | None:
         row = self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
         found = row.fetchone()
-        return _record(found) if found else None
+        return task_record(found) if found else None
 
     def records(self) -> Iterator[TaskRecord]:
         """Every task, ordered by id, streamed from a cursor (flat memory for 100k tasks)."""
         for row in self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id"):
-            yield _record(row)
+            yield task_record(row)
 
     def states(self) -> dict[str, TaskState]:
         """task id → (fingerprint, state, terminal, outputs), in one query, for planning."""
@@ -390,20 +324,6 @@ class Ledger:
         if run_id is None:
             return float(self._scalar("SELECT COALESCE(SUM(cost), 0) FROM runs"))
         return float(self._scalar("SELECT cost FROM runs WHERE id = ?", (run_id,)) or 0.0)
-
-
-def _record(row: tuple[Any, ...]) -> TaskRecord:
-    (id_, fp, state, terminal, reason, etype, ecode, attempts, outputs, sidecar, model,
-     prompt, cost, usage, request_id, run_id, updated_at, first_input) = row
-    return TaskRecord(
-        id=id_, fingerprint=fp, state=State(state), terminal=bool(terminal), reason=reason,
-        error_type=etype, error_code=ecode, attempts=attempts,
-        outputs=[Path(p) for p in json.loads(outputs)],
-        sidecar=Path(sidecar) if sidecar else None, model=model, prompt=prompt, cost=cost,
-        usage=json.loads(usage) if usage else None, request_id=request_id, run_id=run_id,
-        updated_at=datetime.fromisoformat(updated_at),
-        first_input=Path(first_input) if first_input else None,
-    )
 
 
 _STATES = {state.value: state for state in State}  # a dict lookup: 100k rows in planning
