@@ -195,7 +195,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
           succeeded=tally.succeeded, failed=tally.failed, unknown=tally.unknown,
           spent=round(tally.spent, 4))
     result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
-                           exit_code=code, stopped=scheduler.stop.reason, ledger=job.ledger_path)
+                           exit_code=code, stopped=scheduler.stop.reason, ledger=job.ledger_path,
+                           held=len(held))
     if options.json:
         import json
 

@@ -251,7 +251,9 @@ class Scheduler:
                 error_type=_cause(exc), error_code=getattr(exc, "code", None))
             self.tally.failed += 1
         self.tally.failure(task.id, reason)
-        event(logging.WARNING, f"task {verdict.value}", id=task.id, error=reason,
+        label = {"unknown": "task unknown", "fatal": "task aborted"}.get(verdict, "task failed")
+        event(logging.WARNING, label, id=task.id, terminal=verdict is retry.Verdict.TERMINAL,
+              error=reason,
               code=getattr(exc, "code", None))
 
     async def _save(self, task: Task, fingerprint: str, answer: Answer, attempts: int) -> None:

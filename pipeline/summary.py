@@ -11,11 +11,12 @@ from pipeline.tally import Tally
 
 
 def build(manifest: Path, tally: Tally, plan: Plan, *, provider: str, exit_code: int,
-          stopped: str | None, ledger: Path) -> dict[str, Any]:
+          stopped: str | None, ledger: Path, held: int = 0) -> dict[str, Any]:
+    """`held`: failed or unknown tasks this run's flags left unsent."""
     elapsed = tally.elapsed()
     reprocess = None
-    if tally.failed or tally.unknown:
-        reprocess = f"imgedit run {shlex.quote(str(manifest))} --only-failed --retry-failed"
+    if tally.failed or tally.unknown or held:
+        reprocess = f"imgedit run {shlex.quote(str(manifest))} --only-failed"
     return {
         "manifest": str(manifest),
         "provider": provider,
@@ -28,6 +29,7 @@ def build(manifest: Path, tally: Tally, plan: Plan, *, provider: str, exit_code:
         "unknown": tally.unknown,
         "skipped": sum(plan.categories.values()) - tally.total,
         "not_started": max(0, tally.total - tally.done),
+        "held": held,
         "requests": tally.requests,
         "retries": dict(tally.retries_by_cause),
         "possible_double_charges": tally.possible_double_charges,
@@ -65,6 +67,9 @@ def text(s: dict[str, Any]) -> str:
     if s["possible_double_charges"]:
         lines.append(f"possible double charges: {s['possible_double_charges']} "
                      "(retried after a request whose answer never came)")
+    if s["held"]:
+        lines.append(f"held back: {s['held']} task(s) that failed terminally or may have been "
+                     "billed (see `imgedit status`)")
     if s["stopped"]:
         lines.append(f"stopped: {s['stopped']}")
     for failure in s["failures"][:5]:
