@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from PIL import Image
 
 from pipeline.errors import ConfigError
+from pipeline.settings import read_yaml
 from pipeline.task import Task
 
 MB = 1024 * 1024
@@ -175,14 +175,7 @@ class Models(Mapping[str, ModelSpec]):
     @classmethod
     def load(cls, path: Path) -> Models:
         """Read models.yaml. Raises ConfigError naming every bad entry."""
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path}: expected model names at the top")
+        data = read_yaml(path)
         specs: dict[str, ModelSpec] = {}
         problems: list[str] = []
         for name, raw in data.items():
