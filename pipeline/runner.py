@@ -176,7 +176,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
         async with aiohttp.ClientSession(connector=connector) as session:
             gateway = Gateway(session, provider, settings.timeout)
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
-                                  price=_pricer(job.models), limiter=limiter, cooldown=cooldown)
+                                  price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
+                                  key_salt=f":run{run_id}" if options.selection.force else "")
             walked = _watch(walk(job.manifest.tasks(), ledger), options.selection, held,
                             scheduler.unknown_resent)
             work = select(walked, options.selection, job.models, plan)

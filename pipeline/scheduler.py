@@ -74,6 +74,7 @@ class Scheduler:
         price: Callable[[Task, Answer], float],
         limiter: RateLimiter | None = None,
         cooldown: Cooldown | None = None,
+        key_salt: str = "",
     ):
         self.gateway = gateway
         self.ledger = ledger
@@ -85,6 +86,10 @@ class Scheduler:
         self.cooldown = cooldown or Cooldown()
         self.concurrency = AdaptiveConcurrency(settings.concurrency)
         self.stop = Stop()
+        # --force asks for new work: a fresh Idempotency-Key, or a gateway that honours
+        # keys would hand back the old answer. Without it, a re-sent `unknown` task keeps
+        # its key, so such a gateway can return what it already billed.
+        self.key_salt = key_salt
         # Tasks an earlier run left `unknown`: sending one again may pay for it twice.
         self.unknown_resent: set[str] = set()
 
@@ -114,7 +119,7 @@ class Scheduler:
                 await self._process(task, fingerprint)
 
     async def _process(self, task: Task, fingerprint: str) -> None:
-        key = idempotency_key(task.id, fingerprint)
+        key = idempotency_key(task.id, fingerprint + self.key_salt)
         failed: list[RequestError] = []  # each failed attempt's error, oldest first
         policy = retry.policy(
             retries=self.settings.retries, deadline=self.settings.task_deadline,

@@ -120,6 +120,8 @@ def test_selection_flags(tmp_path: Path, cli: Cli, sim) -> None:
                              "--only", "shirt")
     assert (code, summary["sent"]) == (0, 1)
     assert sim.stats().requests == 3
+    # --force asks for new work: a new Idempotency-Key, so no gateway replays the old answer
+    assert len(sim.stats().by_key) == 3
 
 
 def test_status_and_export(tmp_path: Path, cli: Cli, sim) -> None:
