@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import signal
 import sys
@@ -35,7 +36,14 @@ from pipeline.models import Models
 from pipeline.plan import Category, Plan, Selection, select, walk
 from pipeline.preflight import check_all
 from pipeline.scheduler import Scheduler
-from pipeline.settings import Provider, Settings, config_dir, config_file, load_provider
+from pipeline.settings import (
+    Provider,
+    Settings,
+    config_dir,
+    config_file,
+    load_provider,
+    read_yaml,
+)
 from pipeline.settings import resolve_settings as _resolve
 from pipeline.simulator import SimulatorOptions, running_simulator
 from pipeline.tally import Tally
@@ -75,7 +83,7 @@ def prepare(options: RunOptions) -> Job:
     limits are checked by `_check`, once the ledger's cache can vouch for unchanged files."""
     folder = config_dir(options.config)
     models = Models.load(config_file(folder, "models.yaml"))
-    defaults = _defaults(folder)
+    defaults = read_yaml(config_file(folder, "defaults.yaml"))
     manifest = manifest_mod.load(options.manifest, models, default_model=defaults["model"],
                                  defer=True)
     settings = _resolve(folder, manifest.limits, options.flags)
@@ -88,12 +96,6 @@ def prepare(options: RunOptions) -> Job:
     provider = load_provider(folder, name, options.base_url)
     ledger_path = options.ledger or ledger_mod.default_path(manifest.path)
     return Job(manifest, models, settings, provider, ledger_path)
-
-
-def _defaults(folder: Path) -> dict[str, Any]:
-    from pipeline.settings import read_yaml
-
-    return read_yaml(config_file(folder, "defaults.yaml"))
 
 
 def plan_only(job: Job, ledger: Ledger, selection: Selection, *, adopt: bool = True) -> Plan:
@@ -199,8 +201,6 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                            exit_code=code, stopped=scheduler.stop.reason, ledger=job.ledger_path,
                            held=len(held))
     if options.json:
-        import json
-
         out(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
