@@ -66,6 +66,9 @@ class Plan:
     categories: Counter[str] = field(default_factory=Counter)
     to_send: int = 0
     estimate: float = 0.0
+    # Failed or unknown tasks the flags leave unsent (not those --only leaves out): the
+    # run must not exit 0 while they lack outputs.
+    held: int = 0
 
 
 def categorise(task: Task, fp: str, record: tuple[str, str, bool, list[str]] | None) -> Category:
@@ -122,6 +125,9 @@ def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
     for task, fp, category in walked:
         plan.categories[category.value] += 1
         if not selection.wants(task, category):
+            if category in (Category.FAILED, Category.UNKNOWN) and (
+                    not selection.only or task.id in selection.only):
+                plan.held += 1
             continue
         if selection.limit is not None and plan.to_send >= selection.limit:
             continue

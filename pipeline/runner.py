@@ -35,7 +35,7 @@ from pipeline.logs import event
 from pipeline.models import Models
 from pipeline.plan import Category, Plan, Selection, select, walk
 from pipeline.preflight import check_all
-from pipeline.scheduler import Scheduler
+from pipeline.scheduler import Scheduler, Stop
 from pipeline.settings import (
     Provider,
     Settings,
@@ -128,6 +128,8 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
             raise ConfigError(
                 f"no API key: set {job.provider.api_key_env or 'IMGEDIT_API_KEY'} "
                 "(or IMGEDIT_API_KEY) in the environment")
+        if plan.to_send == 0:  # a finished catalog: no second pass, no simulator, no session
+            return _conclude(job, ledger, options, Tally(), plan, Stop(), out)
         return anyio.run(_send, job, ledger, options, plan.to_send, out)
 
 
@@ -162,16 +164,15 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 out: Callable[[str], None]) -> int:
     settings = job.settings
     tally = Tally(total=to_send)
-    run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
-                                                  "provider": job.provider.name})
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
-    held: list[str] = []  # failed or unknown tasks this run's flags leave as they are
-    event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
-          provider=job.provider.name, to_send=to_send, concurrency=settings.concurrency,
-          rate=settings.rate)
     signalled: list[signal.Signals] = []
     cooldown = Cooldown()
     limiter = RateLimiter(parse_rate(settings.rate)) if settings.rate else None
+    run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
+                                                  "provider": job.provider.name})
+    event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
+          provider=job.provider.name, to_send=to_send, concurrency=settings.concurrency,
+          rate=settings.rate)
     async with _gateway_url(job.provider) as base_url:
         provider = Provider(**{**job.provider.__dict__, "base_url": base_url})
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
@@ -180,8 +181,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
                                   key_salt=f":run{run_id}" if options.selection.force else "")
-            walked = _watch(walk(job.manifest.tasks(), ledger), options.selection, held,
-                            scheduler.unknown_resent)
+            walked = _note_resent(walk(job.manifest.tasks(), ledger), options.selection,
+                                  scheduler.unknown_resent)
             work = select(walked, options.selection, job.models, plan)
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
@@ -191,21 +192,30 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
-    code = _exit_code(tally, scheduler, signalled, held)
-    ledger.finish_run(run_id, code, {"succeeded": tally.succeeded, "failed": tally.failed,
-                                     "unknown": tally.unknown})
+    return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled)
+
+
+def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
+              stop: Stop, out: Callable[[str], None], run_id: int | None = None,
+              signalled: list[signal.Signals] | None = None) -> int:
+    """Exit code, the run's ledger row, the summary (text or --json) and abort advice."""
+    code = _exit_code(tally, stop, signalled or [], plan.held)
+    counts = {"succeeded": tally.succeeded, "failed": tally.failed, "unknown": tally.unknown}
+    if run_id is None:
+        run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
+                                                      "provider": job.provider.name})
+    ledger.finish_run(run_id, code, counts)
     event(logging.INFO, "run finished", run_id=run_id, exit_code=code,
-          succeeded=tally.succeeded, failed=tally.failed, unknown=tally.unknown,
-          spent=round(tally.spent, 4))
+          spent=round(tally.spent, 4), **counts)
     result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
-                           exit_code=code, stopped=scheduler.stop.reason, ledger=job.ledger_path,
-                           held=len(held))
+                           exit_code=code, stopped=stop.reason, ledger=job.ledger_path,
+                           held=plan.held)
     if options.json:
         out(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
     if code == RunAborted.exit_code:
-        print(_abort_advice(scheduler.stop.fatal), file=sys.stderr)
+        print(_abort_advice(stop.fatal), file=sys.stderr)
     return code
 
 
@@ -233,26 +243,19 @@ async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: 
             scope.deadline = anyio.current_time() + grace
 
 
-def _watch(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
-           held: list[str], unknown_resent: set[str]) -> Iterator[tuple[Task, str, Category]]:
-    """Note what the plan's counts do not say: failed or unknown tasks the flags hold back
-    (the run must not exit 0 while they lack outputs), and unknown tasks sent again (each
-    a possible double charge). Tasks left out by --only are neither."""
+def _note_resent(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
+                 unknown_resent: set[str]) -> Iterator[tuple[Task, str, Category]]:
+    """Unknown tasks this run sends again: each is a possible double charge."""
     for task, fp, category in walked:
-        if category in (Category.FAILED, Category.UNKNOWN):
-            if selection.wants(task, category):
-                if category is Category.UNKNOWN:
-                    unknown_resent.add(task.id)
-            elif not selection.only or task.id in selection.only:
-                held.append(task.id)
+        if category is Category.UNKNOWN and selection.wants(task, category):
+            unknown_resent.add(task.id)
         yield task, fp, category
 
 
-def _exit_code(tally: Tally, scheduler: Scheduler, signalled: list[signal.Signals],
-               held: list[str]) -> int:
+def _exit_code(tally: Tally, stop: Stop, signalled: list[signal.Signals], held: int) -> int:
     if signalled:
         return EXIT_SIGNAL[signalled[0]]
-    if scheduler.stop.fatal is not None:
+    if stop.fatal is not None:
         return RunAborted.exit_code
     if tally.failed or tally.unknown or tally.done < tally.total or held:
         return EXIT_FAILED
