@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -289,9 +289,15 @@ class Ledger:
         for row in self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id"):
             yield task_record(row)
 
-    def states(self) -> dict[str, TaskState]:
-        """task id → (fingerprint, state, terminal, outputs), in one query, for planning."""
-        rows = self._db.execute("SELECT id, fingerprint, state, terminal, outputs FROM tasks")
+    def states(self, ids: Sequence[str] | None = None) -> dict[str, TaskState]:
+        """task id → (fingerprint, state, terminal, outputs) for `ids` (all when None).
+        Planning asks in chunks, so 100k tasks never sit in one dict."""
+        sql = "SELECT id, fingerprint, state, terminal, outputs FROM tasks"
+        if ids is None:
+            rows = self._db.execute(sql)
+        else:
+            marks = ",".join("?" * len(ids))
+            rows = self._db.execute(f"{sql} WHERE id IN ({marks})", tuple(ids))
         return {
             id_: TaskState(fp, _STATES[state], terminal == 1, _paths(outputs))
             for id_, fp, state, terminal, outputs in rows

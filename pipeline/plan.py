@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.fingerprint import fingerprint
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, TaskState
 from pipeline.models import Models
 from pipeline.task import State, Task
 from pipeline.writer import read_sidecar
@@ -90,15 +90,37 @@ def walk(tasks: Iterable[Task], ledger: Ledger, *,
          adopt: bool = True) -> Iterator[tuple[Task, str, Category]]:
     """Each task with its fingerprint and category; with `adopt`, successes a crashed
     run left on disk are recorded (a plan-only pass just counts them as done)."""
-    states = ledger.states()
+    for chunk in _chunks(tasks, CHUNK):
+        states = ledger.states([task.id for task in chunk])
+        for task in chunk:
+            yield _categorised(task, states.get(task.id), ledger, adopt)
+
+
+CHUNK = 500  # tasks looked up in the ledger at once: one query, a small dict
+
+
+def _chunks(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
+    chunk: list[Task] = []
     for task in tasks:
-        fp = fingerprint(task, ledger)
-        category = categorise(task, fp, states.get(task.id))
-        if category is not Category.DONE and (orphan := _orphan(task, fp)) is not None:
-            if adopt:
-                _adopt(task, fp, *orphan, ledger)
-            category = Category.DONE
-        yield task, fp, category
+        chunk.append(task)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _categorised(task: Task, record: TaskState | None, ledger: Ledger,
+                 adopt: bool) -> tuple[Task, str, Category]:
+    fp = fingerprint(task, ledger)
+    category = categorise(task, fp, record)
+    # Only a task whose request was in flight when a run died can have outputs the ledger
+    # does not know of (the success is committed right after they are written).
+    if category is Category.UNKNOWN and (orphan := _orphan(task, fp)) is not None:
+        if adopt:
+            _adopt(task, fp, *orphan, ledger)
+        category = Category.DONE
+    return task, fp, category
 
 
 def _orphan(task: Task, fp: str) -> tuple[dict[str, Any], list[Path]] | None:
