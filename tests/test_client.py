@@ -164,3 +164,23 @@ async def test_the_key_never_goes_to_another_host(tmp_path: Path, session) -> No
             await runner.cleanup()
     assert answer.formats == ["png"]
     assert seen["auth"] is None
+
+
+async def test_a_large_input_is_streamed_whole_and_reopened_per_attempt(tmp_path: Path,
+                                                                        session) -> None:
+    from PIL import Image
+
+    from pipeline.client import IN_MEMORY_MAX
+
+    big = tmp_path / "big.png"
+    Image.effect_noise((1100, 1100), 90).convert("RGB").save(big)
+    assert big.stat().st_size > IN_MEMORY_MAX  # the streamed path, not the in-memory one
+    async with running_simulator(SimulatorOptions(fail_first={"502": 1})) as sim:
+        gateway = Gateway(session, provider(sim.base_url), 10)
+        for _ in range(2):  # a 502, then the same file sent again from the start
+            try:
+                await gateway.edit(task(tmp_path, [big]), "k")
+            except StatusError:
+                pass
+            assert sim.gateway.last["files"][0]["bytes"] == big.stat().st_size
+        assert sim.stats.succeeded == 1
