@@ -99,7 +99,9 @@ class Scheduler:
             self.settings.concurrency * 2)
         async with anyio.create_task_group() as group:
             group.start_soon(self._produce, work, send)
-            for _ in range(self.settings.concurrency):
+            # Twice as many workers as requests allowed in flight: while some save their
+            # results, others keep every request slot busy. AdaptiveConcurrency caps the wire.
+            for _ in range(self.settings.concurrency * 2):
                 group.start_soon(self._work, receive.clone())
             receive.close()
 

@@ -44,15 +44,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)  # makes the rename itself survive a power cut
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # No fsync of the folder: a power cut may undo the rename, and then the next run
+    # sends the task again, as it would with the ledger's last commits. The data itself
+    # is fsynced before the rename, so a torn image can never appear under the name.
 
 
 def write_outputs(task: Task, images: list[bytes], formats: list[str]) -> list[Path]:
