@@ -90,6 +90,9 @@ class Scheduler:
         # keys would hand back the old answer. Without it, a re-sent `unknown` task keeps
         # its key, so such a gateway can return what it already billed.
         self.key_salt = key_salt
+        # A few writer threads: enough to overlap fsyncs, few enough not to fight the
+        # event loop for the GIL (40 threads made every call on the loop slower).
+        self.disk = anyio.CapacityLimiter(4)
         # Tasks an earlier run left `unknown`: sending one again may pay for it twice.
         self.unknown_resent: set[str] = set()
 
@@ -281,7 +284,7 @@ class Scheduler:
             return outputs, write_sidecar(task, answer.formats[0], record)
 
         # Disk writes (with fsync) go to a thread so the event loop keeps sending.
-        outputs, sidecar = await anyio.to_thread.run_sync(write)
+        outputs, sidecar = await anyio.to_thread.run_sync(write, limiter=self.disk)
         self.ledger.mark_succeeded(task.id, fingerprint, outputs, sidecar, usage=answer.usage,
                                    cost=cost, request_id=answer.request_id)
         event(logging.INFO, "task succeeded", id=task.id, attempts=attempts,
