@@ -42,7 +42,8 @@ def main() -> None:
 @click.argument("manifest", type=MANIFEST)
 @_config_option
 @click.option("--concurrency", type=click.IntRange(1, 512), help="Requests in flight at most.")
-@click.option("--rate", metavar="R", help="Requests per time, like 30/min or 2/s.")
+@click.option("--rate", metavar="R",
+              help="Requests per time, like 30/min or 2/s; `unlimited` for none.")
 @click.option("--retries", type=click.IntRange(0, 100), help="Further attempts per task.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), metavar="SECONDS",
               help="Per request (default 300: edits can take minutes).")

@@ -25,7 +25,7 @@ def parse_rate(text: str) -> float:
     """'30/min' -> 0.5 requests per second. Raises ValueError with the accepted forms."""
     match = _RATE.match(str(text))
     if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"rate {text!r} is not like '30/min', '2/s' or '500/h'")
+        raise ValueError(f"rate {text!r} is not like '30/min', '2/s', '500/h' or 'unlimited'")
     return float(match.group(1)) / _PER[match.group(2)]
 
 

@@ -136,7 +136,7 @@ def resolve_settings(folder: Path, limits: Mapping[str, Any], flags: Mapping[str
     rate = merged.get("rate")
     return Settings(
         concurrency=int(merged["concurrency"]),
-        rate=None if rate in (None, "none", "unlimited", 0) else str(rate),
+        rate=None if str(rate).lower() in ("none", "unlimited", "0") else str(rate),
         retries=int(merged["retries"]),
         timeout=float(merged["timeout"]),
         task_deadline=float(merged["task_deadline"]),
