@@ -343,8 +343,8 @@ async def test_latency_is_waited_after_the_upload_and_requests_overlap() -> None
         answers = await asyncio.gather(*(gw.edit(size="256x256") for _ in range(5)))
         elapsed = time.perf_counter() - started
         assert [a.status for a in answers] == [200] * 5
-        assert 0.1 <= elapsed < 0.5
-        assert gw.sim.stats.max_in_flight == 5
+        assert elapsed >= 0.1  # the latency was waited (an upper bound would be a timing test)
+        assert gw.sim.stats.max_in_flight == 5  # ...by all five at once: they overlapped
         assert gw.sim.stats.in_flight == 0
 
 
