@@ -18,10 +18,24 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from pipeline.models import Models
 from pipeline.simulator import SimulatorOptions, SimulatorThread
 
 TEST_KEY = "sk-test-DO-NOT-LEAK-3f9c2e7a"
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_MODELS = ROOT / "pipeline" / "config" / "models.yaml"
+
+
+@pytest.fixture(scope="module")
+def models() -> Models:
+    """The shipped model table, as a user without --config has it."""
+    return Models.load(SHIPPED_MODELS)
+
+
+def image(path: Path, size: tuple[int, int] = (8, 8), mode: str = "RGB", fmt: str = "PNG") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size).save(path, fmt)
+    return path
 
 
 def tiny_image(path: Path, color: tuple[int, int, int] = (200, 40, 40), size: int = 24,

@@ -10,24 +10,11 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from pipeline.errors import ManifestError
 from pipeline.manifest import Manifest, ValidationReport, check_all, load, validate
 from pipeline.models import Models
-
-SHIPPED = Path(__file__).resolve().parent.parent / "pipeline" / "config" / "models.yaml"
-
-
-@pytest.fixture(scope="module")
-def models() -> Models:
-    return Models.load(SHIPPED)
-
-
-def image(path: Path, size: tuple[int, int] = (8, 8), mode: str = "RGB", fmt: str = "PNG") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size).save(path, fmt)
-    return path
+from tests.conftest import image
 
 
 def write(folder: Path, text: str, name: str = "manifest.yaml") -> Path:

@@ -6,24 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from pipeline.errors import ConfigError
 from pipeline.models import FileFacts, Models, ModelSpec, image_shape, probe, sniff_format
 from pipeline.task import Location, Task
-
-SHIPPED = Path(__file__).resolve().parent.parent / "pipeline" / "config" / "models.yaml"
-
-
-@pytest.fixture(scope="module")
-def models() -> Models:
-    return Models.load(SHIPPED)
-
-
-def image(path: Path, size: tuple[int, int] = (8, 8), mode: str = "RGB", fmt: str = "PNG") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size).save(path, fmt)
-    return path
+from tests.conftest import image
 
 
 def task(tmp_path: Path, images: list[Path], prompt: str = "edit", mask: Path | None = None,
