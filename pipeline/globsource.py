@@ -75,12 +75,19 @@ class _Walker:
     def walk(self, folder: Path, rel: str, depth: int) -> Iterator[Path]:
         try:
             with os.scandir(folder) as it:
-                # A folder's contents sort where its name sorts: the order of sorted(Paths).
-                names = sorted((e.name, self._kind(e, depth)) for e in it)
+                # Only the names of files are kept (a flat folder of 100k photos is the
+                # largest thing held here); the few folders and skips go in a dict.
+                names, kinds = [], {}
+                for entry in it:
+                    names.append(entry.name)
+                    if (kind := self._kind(entry, depth)) != "file":
+                        kinds[entry.name] = kind
         except OSError:
             return  # an unreadable folder matches nothing; a pattern that finds nothing says so
-        for name, kind in names:
+        names.sort()  # a folder's contents sort where its name sorts: sorted(Paths)'s order
+        for name in names:
             path = f"{rel}{name}"
+            kind = kinds.get(name, "file")
             if kind == "folder":
                 yield from self.walk(folder / name, path + "/", depth + 1)
             elif kind == "file" and self.regex.fullmatch(path):
