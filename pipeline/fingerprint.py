@@ -36,7 +36,7 @@ class HashCache(Protocol):
 
 
 class MemoryHashCache:
-    """A HashCache for one process, for when there is no ledger (e.g. validate, tests)."""
+    """A HashCache for one process, without a ledger (the fingerprint tests use it)."""
 
     def __init__(self) -> None:
         self._hashes: dict[tuple[str, int, int], str] = {}

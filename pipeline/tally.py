@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 @dataclass
 class Tally:
     total: int = 0  # tasks this run will attempt
-    skipped: int = 0  # already done, not sent
     succeeded: int = 0
     failed: int = 0
     unknown: int = 0  # ended with no answer: may have been billed

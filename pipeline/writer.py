@@ -52,9 +52,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 def write_outputs(task: Task, images: list[bytes], formats: list[str]) -> list[Path]:
     """Each image at the task's output template; returns the paths in order."""
     paths = [task.output_path(i, ext) for i, ext in enumerate(formats)]
-    inputs = {p.resolve() for p in (*task.images, task.mask) if p is not None}
+    # Preflight refuses this, links resolved; this last guard is string work only, as it
+    # runs once per task on the hot path.
+    inputs = {os.path.normpath(p) for p in (*task.images, task.mask) if p is not None}
     for path in paths:
-        if path.resolve() in inputs:  # validation refuses this; a last guard all the same
+        if os.path.normpath(path) in inputs:
             raise ValueError(f"task {task.id}: output {path} would overwrite an input")
     for path, data in zip(paths, images, strict=True):
         write_atomic(path, data)

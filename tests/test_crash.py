@@ -26,7 +26,7 @@ from PIL import Image
 
 from pipeline.fingerprint import idempotency_key
 from pipeline.simulator import SimulatorThread
-from tests.conftest import Cli, tiny_image, write_manifest
+from tests.conftest import Cli, tiny_image, wait_until, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -67,14 +67,6 @@ def done_after_the_kill(folder: Path, ids: list[str]) -> set[str]:
         rows = query(folder, "SELECT id, fingerprint FROM tasks WHERE state = 'succeeded'")
         done |= {idempotency_key(task_id, fp) for task_id, fp in rows}
     return done
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def run_and_kill(cli: Cli, run: tuple[str, ...], sim: SimulatorThread,

@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from PIL import Image
 
 from pipeline.fingerprint import idempotency_key
 from pipeline.simulator import SimulatorOptions, SimulatorStats, SimulatorThread
-from tests.conftest import Cli, tiny_image, write_manifest
+from tests.conftest import Cli, tiny_image, wait_until, write_manifest
 
 Simulator = Callable[..., SimulatorThread]
 
@@ -81,14 +80,6 @@ def assert_consistent(folder: Path) -> None:
     """No task left `submitted`, and SQLite finds the file whole."""
     assert query(folder, "SELECT id FROM tasks WHERE state = 'submitted'") == []
     assert query(folder, "PRAGMA integrity_check")[0][0] == "ok"
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @contextmanager
