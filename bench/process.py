@@ -1,8 +1,9 @@
 """Processes the benchmark measures: the simulator in its own process, and clients timed whole.
 
-A client runs as a child process and is reaped with os.wait4, which gives
-that one child's own CPU time and peak RSS (RUSAGE_CHILDREN would mix in
-every earlier child). The simulator is polled over `GET /_sim/stats` to see
+A client runs as a child of a small launcher (`launch.py`) that reaps it with
+os.wait4, which gives that one process's own CPU time and peak RSS
+(RUSAGE_CHILDREN would mix in every earlier child, and a child of this large
+process would inherit its peak RSS). The simulator is polled over `GET /_sim/stats` to see
 when the first request arrived and when the last one was answered, which is
 the window the throughput figures are taken over.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
+LAUNCH = Path(__file__).resolve().parent / "launch.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -49,24 +51,25 @@ class Measured:
 
 def measure(cmd: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None,
             wrap: Sequence[str] = ()) -> Measured:
-    """Run `cmd` to its end; `wrap` (e.g. a profiler) goes in front and is measured too."""
+    """Run `cmd` to its end; `wrap` (e.g. a profiler) goes in front and is measured too.
+
+    The command is spawned by `launch.py`, not from here: see there why a child
+    of this (large) process would report this process's peak RSS as its own.
+    """
     out_path, err_path = cwd / ".bench-stdout", cwd / ".bench-stderr"
+    result_path = cwd / ".bench-usage.json"
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        started = time.perf_counter()
         # The shipped config, whatever the caller's shell points IMGEDIT_CONFIG at.
         base = {k: v for k, v in os.environ.items() if k != "IMGEDIT_CONFIG"}
-        child = subprocess.Popen([*wrap, *cmd], cwd=cwd, stdout=out, stderr=err,
-                                 env={**base, **(env or {})})
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        subprocess.run([PY, "-S", str(LAUNCH), str(result_path), *wrap, *cmd], cwd=cwd,
+                       stdout=out, stderr=err, env={**base, **(env or {})}, check=True)
+    usage = json.loads(result_path.read_text())
     stdout = out_path.read_text(errors="replace")
     stderr = err_path.read_text(errors="replace")
-    out_path.unlink()
-    err_path.unlink()
-    # ru_maxrss is in KiB on Linux.
-    return Measured(wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 1024,
-                    child.returncode, stdout, stderr)
+    for path in (out_path, err_path, result_path):
+        path.unlink()
+    return Measured(usage["wall_s"], usage["user_s"], usage["sys_s"],
+                    usage["max_rss_kib"] / 1024, usage["returncode"], stdout, stderr)
 
 
 def free_port() -> int:

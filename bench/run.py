@@ -48,6 +48,8 @@ def main() -> int:
               file=sys.stderr)
         return 2
     profile = profiler(args.profile) if args.profile else None
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="imgedit-bench-", dir=args.workdir))
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
