@@ -2,8 +2,9 @@
 
 Compares each task's fingerprint with the ledger. Streams: tasks come in and
 go out one at a time, so a 100k-task manifest never sits in memory. It never
-sends anything and never writes the ledger, except to adopt a success that a
-crashed run left on disk (outputs and sidecar present, fingerprint matching).
+sends anything and never writes the ledger, except to adopt a success the ledger
+does not know of — a crashed run's, or one from a lost ledger — when its outputs
+and sidecar are on disk with a matching fingerprint.
 """
 
 from __future__ import annotations
@@ -114,9 +115,10 @@ def _categorised(task: Task, record: TaskState | None, ledger: Ledger,
                  adopt: bool) -> tuple[Task, str, Category]:
     fp = fingerprint(task, ledger)
     category = categorise(task, fp, record)
-    # Only a task whose request was in flight when a run died can have outputs the ledger
-    # does not know of (the success is committed right after they are written).
-    if category is Category.UNKNOWN and (orphan := _orphan(task, fp)) is not None:
+    # Outputs the ledger does not know of: a run killed between writing them and recording
+    # the success (unknown), or a ledger lost, deleted or left on another machine (new).
+    # Their sidecar proves the work was paid for; other tasks cannot have any.
+    if category in (Category.UNKNOWN, Category.NEW) and (orphan := _orphan(task, fp)):
         if adopt:
             _adopt(task, fp, *orphan, ledger)
         category = Category.DONE
@@ -128,14 +130,16 @@ def _orphan(task: Task, fp: str) -> tuple[dict[str, Any], list[Path]] | None:
     sidecar = read_sidecar(task)
     if not sidecar or sidecar.get("fingerprint") != fp:
         return None
-    outputs = [Path(p) for p in sidecar.get("outputs", [])]
+    # Looked for where this task's template puts them now, not at the paths the sidecar
+    # recorded: a catalog copied to another folder or machine is still the same work.
+    formats = [Path(p).suffix[1:] for p in sidecar.get("outputs", [])]
+    outputs = [task.output_path(index, ext) for index, ext in enumerate(formats)]
     return (sidecar, outputs) if outputs and all(p.exists() for p in outputs) else None
 
 
 def _adopt(task: Task, fp: str, sidecar: dict[str, Any], outputs: list[Path],
            ledger: Ledger) -> None:
-    """A run killed between writing the outputs and recording the success left
-    a sidecar that proves the work was paid for: record it instead of paying again."""
+    """Record a success found on disk instead of paying for it again."""
     ledger.mark_succeeded(task.id, fp, outputs, task.sidecar_path(outputs[0].suffix[1:]),
                           usage=sidecar.get("usage"), cost=float(sidecar.get("cost") or 0),
                           request_id=sidecar.get("request_id"))

@@ -73,8 +73,8 @@ def write_sidecar(task: Task, first_ext: str, record: Mapping[str, Any]) -> Path
 
 def read_sidecar(task: Task) -> dict[str, Any] | None:
     """The sidecar of an earlier success, found whatever format it was saved in."""
-    for ext in ("png", "jpeg", "webp"):
-        path = task.sidecar_path(ext)
+    # One name for every format unless the template puts {ext} before the last dot.
+    for path in dict.fromkeys(task.sidecar_path(ext) for ext in ("png", "jpeg", "webp")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -85,6 +85,26 @@ def test_missing_output_runs_again(tmp_path: Path, cli: Cli, sim) -> None:
     assert (tmp_path / "catalog/bags/tote.edited.png").exists()
 
 
+def test_a_lost_ledger_does_not_pay_again(tmp_path: Path, cli: Cli, sim) -> None:
+    catalog(tmp_path / "old")
+    assert cli("run", "old/job.yaml", "--base-url", sim.base_url).returncode == 0
+    # The catalog, results and sidecars copied elsewhere; the ledger left behind.
+    (tmp_path / "old").rename(tmp_path / "new")
+    for stale in (tmp_path / "new").glob("job.ledger.sqlite*"):
+        stale.unlink()
+    tiny_image(tmp_path / "new/catalog/mugs/blue.jpg", (90, 90, 250))  # one real change
+
+    code, summary = cli.json("run", "new/job.yaml", "--base-url", sim.base_url)
+    assert code == 0
+    assert summary["plan"] == {"done": 3, "new": 1}
+    assert summary["sent"] == 1
+    assert sim.stats().requests == 5
+    states = ledger_rows(tmp_path / "new", "select state, count(*) from tasks group by state")
+    assert states == [("succeeded", 4)]
+    outputs = ledger_rows(tmp_path / "new", "select outputs from tasks where id = 'shirt'")
+    assert json.loads(outputs[0][0]) == [str(tmp_path / "new/products/shirt.edited.png")]
+
+
 def test_bad_manifest_exits_2_and_sends_nothing(tmp_path: Path, cli: Cli, sim) -> None:
     catalog(tmp_path)
     write_manifest(tmp_path, """
