@@ -108,7 +108,11 @@ class Gateway:
                 # The connection broke after we began sending: we cannot know
                 # whether the gateway got (and billed) the request.
                 raise OutcomeUnknown(f"connection lost: {exc}") from exc
-        return await self._decode(body, request_id)
+        try:
+            return await self._decode(body, request_id)
+        except BadResponse as exc:
+            exc.status, exc.request_id = 200, request_id  # answered, so perhaps billed
+            raise
 
     async def _decode(self, body: bytes, request_id: str | None) -> Answer:
         try:

@@ -84,7 +84,11 @@ class OutcomeUnknown(TransportError):
 
 
 class BadResponse(RequestError):
+    """The gateway answered 200, but not with usable images (the ledger keeps the 200)."""
+
     kind = "bad_response"
+    status: int | None = None
+    request_id: str | None = None
 
 
 class StatusError(RequestError):

@@ -217,10 +217,9 @@ class Scheduler:
             event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
         outcome = {"retry": "retry", "unknown": "unknown", "terminal": "failed",
                    "fatal": "aborted"}[verdict.value]
-        status = exc.status if isinstance(exc, StatusError) else None
         self.ledger.record_attempt(Attempt(
             task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
-            latency_s=latency, status=status, error_type=_cause(exc),
+            latency_s=latency, status=getattr(exc, "status", None), error_type=_cause(exc),
             error_code=getattr(exc, "code", None), message=str(exc)[:500],
             request_id=getattr(exc, "request_id", None), outcome=outcome))
 
