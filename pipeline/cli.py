@@ -110,12 +110,12 @@ def validate(manifest: Path, config: str | None, ledger: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def status(manifest: Path, ledger: Path | None, as_json: bool) -> None:
     """Counts by state, and each failed task with its reason and attempts."""
-    from pipeline import inspect
+    from pipeline import status as ledger_status
 
     def show() -> int:
-        report = inspect.status(manifest, ledger)
+        report = ledger_status.status(manifest, ledger)
         click.echo(json.dumps(report, ensure_ascii=False, indent=2) if as_json
-                   else inspect.status_text(report))
+                   else ledger_status.status_text(report))
         return 0
 
     sys.exit(_guard(show))
@@ -177,14 +177,14 @@ def _guard(action: Any) -> int:
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
 def export(manifest: Path, fmt: str, output: Path | None, ledger: Path | None) -> None:
     """Write the ledger's task table as CSV or JSON lines."""
-    from pipeline import inspect
+    from pipeline import status as ledger_status
 
     def write() -> int:
         if output is None:
-            inspect.export(manifest, fmt, sys.stdout, ledger)
+            ledger_status.export(manifest, fmt, sys.stdout, ledger)
             return 0
         with output.open("w", encoding="utf-8", newline="") as fh:
-            rows = inspect.export(manifest, fmt, fh, ledger)
+            rows = ledger_status.export(manifest, fmt, fh, ledger)
         click.echo(f"wrote {rows} tasks to {output}", err=True)
         return 0
 
