@@ -87,14 +87,21 @@ def categorise(task: Task, fp: str, record: tuple[str, str, bool, list[str]] | N
     return Category.NEW
 
 
+class Found(enum.Enum):
+    """What `walk` does with finished work the ledger does not know of (see `_orphan`)."""
+
+    ADOPT = "adopt"  # record it as a success: a run's plan
+    COUNT = "count"  # count it as done, write nothing: validate and --dry-run
+    SKIP = "skip"  # do not look: a run's send pass, after its plan adopted them all
+
+
 def walk(tasks: Iterable[Task], ledger: Ledger, *,
-         adopt: bool = True) -> Iterator[tuple[Task, str, Category]]:
-    """Each task with its fingerprint and category; with `adopt`, successes a crashed
-    run left on disk are recorded (a plan-only pass just counts them as done)."""
+         found: Found = Found.ADOPT) -> Iterator[tuple[Task, str, Category]]:
+    """Each task with its fingerprint and category."""
     for chunk in _chunks(tasks, CHUNK):
         states = ledger.states([task.id for task in chunk])
         for task in chunk:
-            yield _categorised(task, states.get(task.id), ledger, adopt)
+            yield _categorised(task, states.get(task.id), ledger, found)
 
 
 CHUNK = 500  # tasks looked up in the ledger at once: one query, a small dict
@@ -112,14 +119,15 @@ def _chunks(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
 
 
 def _categorised(task: Task, record: TaskState | None, ledger: Ledger,
-                 adopt: bool) -> tuple[Task, str, Category]:
+                 found: Found) -> tuple[Task, str, Category]:
     fp = fingerprint(task, ledger)
     category = categorise(task, fp, record)
     # Outputs the ledger does not know of: a run killed between writing them and recording
     # the success (unknown), or a ledger lost, deleted or left on another machine (new).
     # Their sidecar proves the work was paid for; other tasks cannot have any.
-    if category in (Category.UNKNOWN, Category.NEW) and (orphan := _orphan(task, fp)):
-        if adopt:
+    if (found is not Found.SKIP and category in (Category.UNKNOWN, Category.NEW)
+            and (orphan := _orphan(task, fp))):
+        if found is Found.ADOPT:
             _adopt(task, fp, *orphan, ledger)
         category = Category.DONE
     return task, fp, category

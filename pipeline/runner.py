@@ -33,7 +33,7 @@ from pipeline.limits import Cooldown, RateLimiter, parse_rate
 from pipeline.lock import RunLock
 from pipeline.logs import event
 from pipeline.models import Models
-from pipeline.plan import Category, Plan, Selection, select, walk
+from pipeline.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.preflight import check_all
 from pipeline.scheduler import Scheduler, Stop
 from pipeline.settings import (
@@ -98,9 +98,10 @@ def prepare(options: RunOptions) -> Job:
     return Job(manifest, models, settings, provider, ledger_path)
 
 
-def plan_only(job: Job, ledger: Ledger, selection: Selection, *, adopt: bool = True) -> Plan:
+def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
+              found: Found = Found.ADOPT) -> Plan:
     plan = Plan()
-    for _ in select(walk(job.manifest.tasks(), ledger, adopt=adopt), selection, job.models,
+    for _ in select(walk(job.manifest.tasks(), ledger, found=found), selection, job.models,
                     plan):
         pass
     return plan
@@ -139,7 +140,7 @@ def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
         path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
         with Ledger.open(path, recover=False) as ledger:
             _check(job, ledger)
-            plan = plan_only(job, ledger, options.selection, adopt=False)
+            plan = plan_only(job, ledger, options.selection, found=Found.COUNT)
     out(describe_plan(job, plan))
     return EXIT_OK
 
@@ -181,8 +182,9 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
                                   key_salt=f":run{run_id}" if options.selection.force else "")
-            walked = _note_resent(walk(job.manifest.tasks(), ledger), options.selection,
-                                  scheduler.unknown_resent)
+            # The plan has adopted whatever finished work was on disk: no need to look again.
+            walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
+            walked = _note_resent(walked, options.selection, scheduler.unknown_resent)
             work = select(walked, options.selection, job.models, plan)
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,

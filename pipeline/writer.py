@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.task import Task
+from pipeline.task import IMAGE_FORMATS, Task
 
 TEMP_PREFIX = ".imgedit-"
 
@@ -73,8 +73,10 @@ def write_sidecar(task: Task, first_ext: str, record: Mapping[str, Any]) -> Path
 
 def read_sidecar(task: Task) -> dict[str, Any] | None:
     """The sidecar of an earlier success, found whatever format it was saved in."""
-    # One name for every format unless the template puts {ext} before the last dot.
-    for path in dict.fromkeys(task.sidecar_path(ext) for ext in ("png", "jpeg", "webp")):
+    # Named after output 0 without its extension: one name for every format, unless the
+    # template uses {ext} before the last dot too (looked for once per new task, so cheap).
+    one_name = task.output.endswith(".{ext}") and task.output.count("{ext") == 1
+    for path in [task.sidecar_path(ext) for ext in (("png",) if one_name else IMAGE_FORMATS)]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -78,6 +78,13 @@ def test_sidecar_round_trip(tmp_path: Path) -> None:
     assert read_sidecar(task) == {"task_id": "shirt", "fingerprint": "abc"}
 
 
+def test_sidecar_found_when_the_format_names_a_folder(tmp_path: Path) -> None:
+    task = make_task(tmp_path, output="{dir}/{ext}/{stem}.{ext}")
+    path = write_sidecar(task, "webp", {"task_id": "shirt"})
+    assert path == tmp_path / "webp/shirt.json"
+    assert read_sidecar(task) == {"task_id": "shirt"}
+
+
 WRITER_LOOP = """
 import io, sys
 from pathlib import Path
