@@ -67,20 +67,21 @@ class Gateway:
     async def _body(self, task: Task, files: ExitStack) -> tuple[Any, dict[str, str]]:
         """The request body, and its Content-Type header when we set it ourselves.
 
-        Small inputs only: the whole form as one bytes object, sent in one write. Handed
-        the form itself, aiohttp writes every part on its own, a dozen sends a request,
-        each a chance for the writer threads to take the GIL from the event loop. With a
-        large input, the form, so that aiohttp streams the file from disk.
+        Small inputs (IN_MEMORY_MAX in all): the whole form as one bytes object, sent in
+        one write. Handed the form itself, aiohttp writes every part on its own, a dozen
+        sends a request, each a chance for the writer threads to take the GIL from the
+        event loop. Otherwise the form, and aiohttp streams large files from disk.
         """
-        form, streamed = self._form(task, files)
-        if streamed:
+        form, in_memory = self._form(task, files)
+        if in_memory > IN_MEMORY_MAX:
             return form, {}
         payload = form()
         return await payload.as_bytes(), {"Content-Type": payload.content_type}
 
-    def _form(self, task: Task, files: ExitStack) -> tuple[aiohttp.FormData, bool]:
-        """The form, and whether it streams a file. Files are opened anew for every
-        attempt, so a retry never sends a half-read body."""
+    def _form(self, task: Task, files: ExitStack) -> tuple[aiohttp.FormData, int]:
+        """The form, and the bytes of its files read into memory (over IN_MEMORY_MAX when
+        one is streamed). Files are opened anew for every attempt, so a retry never sends
+        a half-read body."""
         form = aiohttp.FormData(quote_fields=False)
         form.add_field("model", task.model)
         form.add_field("prompt", task.prompt)
@@ -88,10 +89,10 @@ class Gateway:
         parts = [(name, path) for path in task.images]
         if task.mask is not None:
             parts.append(("mask", task.mask))
-        streamed = False
+        in_memory = 0
         for field, path in parts:
             body, content_type = _file_part(files.enter_context(path.open("rb")))
-            streamed = streamed or not isinstance(body, bytes)
+            in_memory += len(body) if isinstance(body, bytes) else IN_MEMORY_MAX + 1
             form.add_field(field, body, filename=path.name, content_type=content_type)
         for key, value in task.fields.items():
             if key == "model" or value is None:
@@ -99,7 +100,7 @@ class Gateway:
             if key == "response_format" and not sends_response_format(task.model):
                 continue
             form.add_field(key, str(value).lower() if isinstance(value, bool) else str(value))
-        return form, streamed
+        return form, in_memory
 
     async def edit(self, task: Task, idempotency_key: str) -> Answer:
         with ExitStack() as files:
