@@ -3,9 +3,9 @@
 A client runs as a child of a small launcher (`launch.py`) that reaps it with
 os.wait4, which gives that one process's own CPU time and peak RSS
 (RUSAGE_CHILDREN would mix in every earlier child, and a child of this large
-process would inherit its peak RSS). The simulator is polled over `GET /_sim/stats` to see
-when the first request arrived and when the last one was answered, which is
-the window the throughput figures are taken over.
+process would inherit its peak RSS). The simulator is polled over
+`GET /_sim/stats` to see when the first request arrived and when the last one
+was answered, which is the window the throughput figures are taken over.
 """
 
 from __future__ import annotations
