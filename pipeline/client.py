@@ -32,7 +32,9 @@ from pipeline.retry import parse_retry_after
 from pipeline.settings import Provider
 from pipeline.task import IMAGE_FORMATS, Task
 
-IN_MEMORY_MAX = 2 * 1024 * 1024  # bytes: inputs up to this size are sent from memory
+# Bytes: an input up to this size is read into memory, not streamed; a form whose inputs
+# total at most this is sent as one body.
+IN_MEMORY_MAX = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
