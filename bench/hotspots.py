@@ -21,7 +21,7 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
 def short(frame: str) -> str:
-    """`write_atomic (pipeline/writer.py)`: function and the path from the package on."""
+    """`write_atomic (pipeline/ledger/durable.py)`: function and the path from the package on."""
     match = _FRAME.match(frame.strip())
     if not match:
         return frame.strip()

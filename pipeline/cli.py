@@ -15,9 +15,10 @@ from typing import Any
 
 import click
 
-from pipeline import logs, runner
 from pipeline.errors import ImgeditError, InputError
-from pipeline.plan import Selection
+from pipeline.ledger.plan import Selection
+from pipeline.run import runner
+from pipeline.views import logs
 
 MANIFEST = click.Path(exists=False, dir_okay=False, path_type=Path)
 
@@ -110,7 +111,7 @@ def validate(manifest: Path, config: str | None, ledger: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def status(manifest: Path, ledger: Path | None, as_json: bool) -> None:
     """Counts by state, and each failed task with its reason and attempts."""
-    from pipeline import status as ledger_status
+    from pipeline.views import status as ledger_status
 
     def show() -> int:
         report = ledger_status.status(manifest, ledger)
@@ -133,7 +134,7 @@ def status(manifest: Path, ledger: Path | None, as_json: bool) -> None:
 def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit: str | None,
              seed: int, response: str) -> None:
     """Serve the local gateway simulator: free rehearsals of a manifest."""
-    from pipeline.simulator import SimulatorOptions, serve
+    from pipeline.simulator.app import SimulatorOptions, serve
 
     parsed: dict[str, float] = {}
     for item in faults:
@@ -177,7 +178,7 @@ def _guard(action: Any) -> int:
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
 def export(manifest: Path, fmt: str, output: Path | None, ledger: Path | None) -> None:
     """Write the ledger's task table as CSV or JSON lines."""
-    from pipeline import status as ledger_status
+    from pipeline.views import status as ledger_status
 
     def write() -> int:
         if output is None:
@@ -198,7 +199,7 @@ def export(manifest: Path, fmt: str, output: Path | None, ledger: Path | None) -
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
 def report(manifest: Path, output: Path | None, ledger: Path | None) -> None:
     """Write an HTML contact sheet: inputs beside outputs, failures with reasons."""
-    from pipeline import report as report_mod
+    from pipeline.views import report as report_mod
 
     def write() -> int:
         path = report_mod.write_report(manifest, output, ledger)

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pipeline.models import Models
-from pipeline.simulator import SimulatorOptions, SimulatorThread
+from pipeline.config.models import Models
+from pipeline.simulator.app import SimulatorOptions, SimulatorThread
 
 TEST_KEY = "sk-test-DO-NOT-LEAK-3f9c2e7a"
 ROOT = Path(__file__).resolve().parents[1]

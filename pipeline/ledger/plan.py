@@ -1,0 +1,170 @@
+"""Which tasks this run sends, and why: new, changed, done, failed, unknown.
+
+Compares each task's fingerprint with the ledger. Streams: tasks come in and
+go out one at a time, so a 100k-task manifest never sits in memory. It never
+sends anything and never writes the ledger, except to adopt a success the ledger
+does not know of — a crashed run's, or one from a lost ledger — when its outputs
+and sidecar are on disk with a matching fingerprint.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.models import Models
+from pipeline.ledger.fingerprint import fingerprint
+from pipeline.ledger.sidecar import read_sidecar
+from pipeline.ledger.store import Ledger, TaskState
+from pipeline.task import State, Task
+
+
+class Category(enum.StrEnum):
+    NEW = "new"  # never run
+    CHANGED = "changed"  # ran before, but its inputs, prompt or fields changed since
+    DONE = "done"  # succeeded with this fingerprint and its outputs exist
+    RETRY = "retry"  # failed with a retryable error, or interrupted: runs again
+    FAILED = "failed"  # failed terminally: runs again only with --retry-failed
+    UNKNOWN = "unknown"  # no answer came; may have been billed
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The run options that pick tasks (see `imgedit run --help`)."""
+
+    only: frozenset[str] = frozenset()
+    only_failed: bool = False
+    retry_failed: bool = False
+    force: bool = False
+    retry_unknown: bool = True
+    limit: int | None = None
+
+    def wants(self, task: Task, category: Category) -> bool:
+        if self.only and task.id not in self.only:
+            return False
+        failed = category in (Category.FAILED, Category.RETRY, Category.UNKNOWN)
+        if self.only_failed:
+            return failed and (category is not Category.UNKNOWN or self.retry_unknown)
+        if self.force:
+            return True
+        if category is Category.DONE:
+            return False
+        if category is Category.FAILED:
+            return self.retry_failed
+        if category is Category.UNKNOWN:
+            return self.retry_unknown
+        return True
+
+
+@dataclass
+class Plan:
+    """Counts and estimated cost of what a run would send."""
+
+    categories: Counter[str] = field(default_factory=Counter)
+    to_send: int = 0
+    estimate: float = 0.0
+    # Failed or unknown tasks the flags leave unsent (not those --only leaves out): the
+    # run must not exit 0 while they lack outputs.
+    held: int = 0
+
+
+def categorise(task: Task, fp: str, record: tuple[str, str, bool, list[str]] | None) -> Category:
+    if record is None:
+        return Category.NEW
+    old_fp, state, terminal, outputs = record
+    if old_fp != fp:
+        return Category.CHANGED
+    if state == State.SUCCEEDED:
+        return Category.DONE if all(Path(p).exists() for p in outputs) else Category.CHANGED
+    if state == State.FAILED:
+        return Category.FAILED if terminal else Category.RETRY
+    if state in (State.UNKNOWN, State.SUBMITTED):
+        return Category.UNKNOWN
+    return Category.NEW
+
+
+class Found(enum.Enum):
+    """What `walk` does with finished work the ledger does not know of (see `_orphan`)."""
+
+    ADOPT = "adopt"  # record it as a success: a run's plan
+    COUNT = "count"  # count it as done, write nothing: validate and --dry-run
+    SKIP = "skip"  # do not look: a run's send pass, after its plan adopted them all
+
+
+def walk(tasks: Iterable[Task], ledger: Ledger, *,
+         found: Found = Found.ADOPT) -> Iterator[tuple[Task, str, Category]]:
+    """Each task with its fingerprint and category."""
+    for chunk in _chunks(tasks, CHUNK):
+        states = ledger.states([task.id for task in chunk])
+        for task in chunk:
+            yield _categorised(task, states.get(task.id), ledger, found)
+
+
+CHUNK = 500  # tasks looked up in the ledger at once: one query, a small dict
+
+
+def _chunks(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
+    chunk: list[Task] = []
+    for task in tasks:
+        chunk.append(task)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _categorised(task: Task, record: TaskState | None, ledger: Ledger,
+                 found: Found) -> tuple[Task, str, Category]:
+    fp = fingerprint(task, ledger)
+    category = categorise(task, fp, record)
+    # Outputs the ledger does not know of: a run killed between writing them and recording
+    # the success (unknown), or a ledger lost, deleted or left on another machine (new).
+    # Their sidecar proves the work was paid for; other tasks cannot have any.
+    if (found is not Found.SKIP and category in (Category.UNKNOWN, Category.NEW)
+            and (orphan := _orphan(task, fp))):
+        if found is Found.ADOPT:
+            _adopt(task, fp, *orphan, ledger)
+        category = Category.DONE
+    return task, fp, category
+
+
+def _orphan(task: Task, fp: str) -> tuple[dict[str, Any], list[Path]] | None:
+    """The sidecar and outputs of this exact work, when they are all on disk."""
+    sidecar = read_sidecar(task)
+    if not sidecar or sidecar.get("fingerprint") != fp:
+        return None
+    # Looked for where this task's template puts them now, not at the paths the sidecar
+    # recorded: a catalog copied to another folder or machine is still the same work.
+    formats = [Path(p).suffix[1:] for p in sidecar.get("outputs", [])]
+    outputs = [task.output_path(index, ext) for index, ext in enumerate(formats)]
+    return (sidecar, outputs) if outputs and all(p.exists() for p in outputs) else None
+
+
+def _adopt(task: Task, fp: str, sidecar: dict[str, Any], outputs: list[Path],
+           ledger: Ledger) -> None:
+    """Record a success found on disk instead of paying for it again."""
+    ledger.mark_succeeded(task.id, fp, outputs, task.sidecar_path(outputs[0].suffix[1:]),
+                          usage=sidecar.get("usage"), cost=float(sidecar.get("cost") or 0),
+                          request_id=sidecar.get("request_id"))
+
+
+def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
+           models: Models, plan: Plan) -> Iterator[tuple[Task, str]]:
+    """The (task, fingerprint) pairs to send, counting everything into `plan`."""
+    for task, fp, category in walked:
+        plan.categories[category.value] += 1
+        if not selection.wants(task, category):
+            if category in (Category.FAILED, Category.UNKNOWN) and (
+                    not selection.only or task.id in selection.only):
+                plan.held += 1
+            continue
+        if selection.limit is not None and plan.to_send >= selection.limit:
+            continue
+        plan.to_send += 1
+        plan.estimate += models.estimate(task)
+        yield task, fp

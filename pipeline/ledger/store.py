@@ -1,0 +1,366 @@
+"""The ledger: one SQLite file per manifest that remembers what was asked, paid for and returned.
+
+Owns each task's current state, one row per HTTP attempt, one row per run, and
+the (path, size, mtime) → sha256 cache of input files. The schema those rows
+live in (an append-only list of migrations; the version in `PRAGMA
+user_version`) is `migrations.py`'s, applied by `Ledger.open`.
+
+It must never store an API key, never block the event loop for long (calls are
+synchronous and take microseconds: writes are batched and nothing is fsynced
+per call), and never lose a recorded success (`mark_succeeded` commits at once).
+
+Durability: WAL with `synchronous=NORMAL`. A commit appends its frames to the
+WAL with write(); they sit in the OS page cache, so a kill -9 of this process
+loses nothing committed. Only a power cut or kernel crash can lose the last
+commits, and that costs a re-sent request, never a corrupt ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from pipeline.errors import InputError
+from pipeline.ledger import lock
+from pipeline.ledger.migrations import migrate
+from pipeline.ledger.records import Attempt, Outcome, TaskRecord, TaskState, task_record
+from pipeline.task import State, Task
+
+FLUSH_EVERY_WRITES = 500
+FLUSH_EVERY_SECONDS = 0.2
+BUSY_TIMEOUT_MS = 5000
+INTERRUPTED = "the previous run stopped while this request was in flight; it may have been billed"
+# Option names that might carry a credential: dropped before options reach the file.
+_SECRET_WORDS = ("key", "token", "secret", "authorization")
+
+
+def default_path(manifest_path: Path) -> Path:
+    """`<manifest folder>/<manifest stem>.ledger.sqlite`."""
+    return manifest_path.with_name(f"{manifest_path.stem}.ledger.sqlite")
+
+
+# --- the ledger -----------------------------------------------------------------------------
+
+_TASK_COLUMNS = (
+    "id, fingerprint, state, terminal, reason, error_type, error_code, attempts, outputs,"
+    " sidecar, model, prompt, cost, usage, request_id, run_id, updated_at, first_input"
+)
+
+
+class Ledger:
+    """The ledger of one manifest. Synchronous; use from one thread (the event loop's)."""
+
+    def __init__(self, db: sqlite3.Connection, clock: Callable[[], float]):
+        self._db = db
+        self._clock = clock
+        self._pending = 0
+        self._last_commit = clock()
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        recover: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Ledger:
+        """Open (creating and migrating as needed) the ledger at `path`.
+
+        Recovery turns the tasks a crashed run left `submitted` into `unknown`. It is
+        only safe when no run is live, so by default (recover=None) it happens when this
+        process holds the ledger's RunLock: `run` recovers; `status` and `report`, which
+        run beside a live run, never relabel its in-flight tasks.
+        """
+        if recover is None:
+            recover = lock.holds(path)
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, to batch writes.
+            db = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise InputError(f"{path}: cannot open the ledger ({exc})") from exc
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")  # see the module docstring: kill -9 safe
+            migrate(db, path)
+            if recover:
+                db.execute(
+                    "UPDATE tasks SET state = 'unknown', reason = ?, updated_at = ?"
+                    " WHERE state = 'submitted'",
+                    (INTERRUPTED, _now()),
+                )
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise InputError(f"{path}: cannot use this file as a ledger ({exc})") from exc
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, clock)
+
+    def close(self) -> None:
+        """Commit what is pending and close. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing: batched into one open transaction, committed by flush() --
+
+    def flush(self) -> None:
+        """Commit pending writes now."""
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        self._pending = 0
+        self._last_commit = self._clock()
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        if not self._db.in_transaction:
+            # IMMEDIATE: take the write lock now (waiting up to busy_timeout) rather than
+            # fail later when a read inside the transaction must become a write.
+            self._db.execute("BEGIN IMMEDIATE")
+        return self._db.execute(sql, params)
+
+    def _wrote(self) -> None:
+        self._pending += 1
+        if (
+            self._pending >= FLUSH_EVERY_WRITES
+            or self._clock() - self._last_commit >= FLUSH_EVERY_SECONDS
+        ):
+            self.flush()
+
+    def _set_task(self, task_id: str, fingerprint: str, state: State, **columns: Any) -> None:
+        # Column names come from this module only, never from input.
+        names = ["id", "fingerprint", "state", "updated_at", *columns]
+        values = (task_id, fingerprint, state.value, _now(), *columns.values())
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names[1:])
+        self._write(
+            f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+            f" ON CONFLICT (id) DO UPDATE SET {updates}",
+            values,
+        )
+
+    def start_run(self, manifest: Path, options: Mapping[str, Any]) -> int:
+        cursor = self._write(
+            "INSERT INTO runs (started_at, manifest, options) VALUES (?, ?, ?)",
+            (_now(), str(manifest), _json(_without_secrets(options))),
+        )
+        self.flush()
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def finish_run(self, run_id: int, exit_code: int, counts: Mapping[str, int]) -> None:
+        self._write(
+            "UPDATE runs SET finished_at = ?, exit_code = ?, counts = ? WHERE id = ?",
+            (_now(), exit_code, _json(dict(counts)), run_id),
+        )
+        self.flush()
+
+    def mark_submitted(self, run_id: int, task: Task, fingerprint: str) -> None:
+        """Committed at once: after a crash the task must show as possibly billed."""
+        first = str(task.images[0]) if task.images else None
+        self._set_task(
+            task.id, fingerprint, State.SUBMITTED, terminal=0, reason=None, error_type=None,
+            error_code=None, model=task.model, prompt=task.prompt, run_id=run_id,
+            first_input=first,
+        )
+        self.flush()
+
+    def record_attempt(self, attempt: Attempt) -> int:
+        """Log one HTTP attempt (batched) and return its number (1-based per task)."""
+        outcome = Outcome(attempt.outcome)  # a bad label fails before anything is written
+        row = self._write(
+            "UPDATE tasks SET attempts = attempts + 1 WHERE id = ? RETURNING attempts",
+            (attempt.task_id,),
+        ).fetchone()
+        number = attempt.number
+        if number is None:
+            number = row[0] if row else 1 + self._scalar(
+                "SELECT COUNT(*) FROM attempts WHERE task_id = ?", (attempt.task_id,)
+            )
+        self._write(
+            "INSERT INTO attempts (task_id, run_id, number, started_at, latency_s, status,"
+            " error_type, error_code, message, request_id, outcome)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                attempt.task_id, attempt.run_id, number, _timestamp(attempt.started_at),
+                attempt.latency_s, attempt.status, attempt.error_type, attempt.error_code,
+                attempt.message, attempt.request_id, outcome.value,
+            ),
+        )
+        self._wrote()
+        return number
+
+    def mark_succeeded(
+        self,
+        task_id: str,
+        fingerprint: str,
+        outputs: list[Path],
+        sidecar: Path,
+        *,
+        usage: Mapping[str, Any] | None,
+        cost: float | None,
+        request_id: str | None,
+    ) -> None:
+        """Committed at once: the proof the user paid and has the file must survive a kill -9."""
+        self._set_task(
+            task_id, fingerprint, State.SUCCEEDED, terminal=0, reason=None, error_type=None,
+            error_code=None, outputs=_json([str(p) for p in outputs]), sidecar=str(sidecar),
+            usage=None if usage is None else _json(dict(usage)), cost=cost,
+            request_id=request_id,
+        )
+        self._write(
+            "UPDATE runs SET cost = cost + ? WHERE id = (SELECT run_id FROM tasks WHERE id = ?)",
+            (cost or 0.0, task_id),
+        )
+        self.flush()
+
+    def mark_failed(
+        self,
+        task_id: str,
+        fingerprint: str,
+        *,
+        terminal: bool,
+        reason: str,
+        error_type: str | None,
+        error_code: str | None,
+    ) -> None:
+        self._set_task(
+            task_id, fingerprint, State.FAILED, terminal=int(terminal), reason=reason,
+            error_type=error_type, error_code=error_code,
+        )
+        self._wrote()
+
+    def mark_unknown(self, task_id: str, fingerprint: str, *, reason: str) -> None:
+        self._set_task(task_id, fingerprint, State.UNKNOWN, terminal=0, reason=reason)
+        self._wrote()
+
+    def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str,
+                      format: str | None = None) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256, format)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (str(path), size, mtime_ns, sha256, format),
+        )
+        self._wrote()
+
+    # -- reading: sees this connection's own pending writes --
+
+    def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        row = self._db.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    def file_hash(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        result: str | None = self._scalar(
+            "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (str(path), size, mtime_ns),
+        )
+        return result
+
+    def known_format(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        """The image format recorded when this unchanged file was last hashed."""
+        result: str | None = self._scalar(
+            "SELECT format FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (str(path), size, mtime_ns),
+        )
+        return result
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        row = self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        found = row.fetchone()
+        return task_record(found) if found else None
+
+    def records(self) -> Iterator[TaskRecord]:
+        """Every task, ordered by id, streamed from a cursor (flat memory for 100k tasks)."""
+        for row in self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id"):
+            yield task_record(row)
+
+    def states(self, ids: Sequence[str] | None = None) -> dict[str, TaskState]:
+        """task id → (fingerprint, state, terminal, outputs) for `ids` (all when None).
+        Planning asks in chunks, so 100k tasks never sit in one dict."""
+        sql = "SELECT id, fingerprint, state, terminal, outputs FROM tasks"
+        if ids is None:
+            rows = self._db.execute(sql)
+        else:
+            marks = ",".join("?" * len(ids))
+            rows = self._db.execute(f"{sql} WHERE id IN ({marks})", tuple(ids))
+        return {
+            id_: TaskState(fp, _STATES[state], terminal == 1, _paths(outputs))
+            for id_, fp, state, terminal, outputs in rows
+        }
+
+    def counts(self) -> dict[str, int]:
+        """Tasks by state; every state is present, 0 when none."""
+        found = dict(self._db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state"))
+        return {state.value: found.get(state.value, 0) for state in State}
+
+    def attempts(self, task_id: str) -> list[Attempt]:
+        """A task's attempts, oldest first."""
+        rows = self._db.execute(
+            "SELECT task_id, run_id, number, started_at, latency_s, status, error_type,"
+            " error_code, message, request_id, outcome FROM attempts WHERE task_id = ?"
+            " ORDER BY number, id",
+            (task_id,),
+        )
+        return [
+            Attempt(
+                task_id=r[0], run_id=r[1], number=r[2], started_at=datetime.fromisoformat(r[3]),
+                latency_s=r[4], status=r[5], error_type=r[6], error_code=r[7], message=r[8],
+                request_id=r[9], outcome=Outcome(r[10]),
+            )
+            for r in rows
+        ]
+
+    def spent(self, run_id: int | None = None) -> float:
+        """USD recorded by mark_succeeded: in one run, or in every run of this ledger."""
+        if run_id is None:
+            return float(self._scalar("SELECT COALESCE(SUM(cost), 0) FROM runs"))
+        return float(self._scalar("SELECT cost FROM runs WHERE id = ?", (run_id,)) or 0.0)
+
+
+_STATES = {state.value: state for state in State}  # a dict lookup: 100k rows in planning
+
+
+def _paths(outputs: str) -> list[str]:
+    return json.loads(outputs) if outputs != "[]" else []
+
+
+def _without_secrets(value: Any) -> Any:
+    """Drop every mapping key that looks like it names a credential, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            k: _without_secrets(v)
+            for k, v in value.items()
+            if not any(word in str(k).lower() for word in _SECRET_WORDS)
+        }
+    if isinstance(value, list | tuple):
+        return [_without_secrets(v) for v in value]
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _timestamp(moment: datetime | float) -> str:
+    if isinstance(moment, int | float):
+        moment = datetime.fromtimestamp(moment, UTC)
+    return moment.isoformat(timespec="microseconds")

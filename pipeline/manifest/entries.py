@@ -1,0 +1,350 @@
+"""Entries of a manifest's `tasks:` list, and the Tasks each one stands for.
+
+Owns the per-entry schema (which keys, which values), merging `defaults` into
+an entry, expanding plain, `glob` and `csv` entries into Tasks one at a time,
+and task ids. It never touches image files and never remembers more than it
+must: ids are counted only when a derived id could repeat.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import Problem
+from pipeline.manifest import csvsource, globsource
+from pipeline.manifest.yamlpos import LineMap
+from pipeline.task import IMAGE_FORMATS, REQUEST_FIELDS, Location, Task
+
+DEFAULT_OUTPUT = "{dir}/{stem}.edited.{ext}"
+TASK_KEYS = ("id", "images", "mask", "prompt", "output", *REQUEST_FIELDS, "glob", "csv")
+# Keys whose text a csv row fills; `output` keeps its placeholders for Task.output_path.
+CSV_FILLED = ("images", "mask", "prompt", *REQUEST_FIELDS)
+# Without these an entry cannot become tasks at all; other bad values are left out and reported.
+_STRUCTURAL = ("images", "mask", "glob", "csv")
+_CHOICES = {
+    "background": ("transparent", "opaque", "auto"),
+    "output_format": tuple(IMAGE_FORMATS),
+    "input_fidelity": ("high", "low"),
+    "response_format": ("url", "b64_json"),
+}
+_INTS = {"n": (1, 10), "output_compression": (0, 100)}
+_SIZE = re.compile(r"^(\d+x\d+|auto)$")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_value(key: str, value: Any) -> str | None:
+    """What is wrong with one task or defaults value, or None. Says what is accepted."""
+    if key in _INTS:
+        low, high = _INTS[key]
+        if not _is_int(value) or not low <= value <= high:
+            return f"{value!r} must be a whole number from {low} to {high}"
+    elif key in _CHOICES:
+        if value not in _CHOICES[key]:
+            return f"{value!r} is not one of: {', '.join(_CHOICES[key])}"
+    elif key == "size":
+        if not isinstance(value, str) or not _SIZE.match(value):
+            return f"{value!r} is not like 1024x1024 or auto"
+    elif key == "images":
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(v, str) and v.strip() for v in items):
+            return "expected a file name or a list of file names"
+    elif not ((isinstance(value, str) and value.strip()) or (key == "id" and _is_int(value))):
+        return f"expected text, got {value!r}"
+    return None
+
+
+def did_you_mean(key: Any, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+    return f"unknown key {str(key)!r}; {hint}"
+
+
+def has_placeholders(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and bool(csvsource.placeholders(value))
+    except ValueError:
+        return False
+
+
+def as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One item of `tasks:` with defaults merged in; glob and csv entries stand for many tasks."""
+
+    index: int
+    where: Location
+    kind: str  # "task", "glob" or "csv"
+    values: Mapping[str, Any]  # defaults, then the entry's own keys; invalid values left out
+    lines: Mapping[str, int]  # line of each key (a default's line when inherited)
+    problems: tuple[Problem, ...] = ()
+    expandable: bool = True  # False when images/glob/csv are too broken to build tasks
+
+    def at(self, key: str) -> Location:
+        return Location(self.where.file, self.lines.get(key, self.where.line))
+
+    def name(self, key: str) -> str:
+        return f"tasks[{self.index}].{key}"
+
+
+def parse_entry(index: int, raw: Any, where: Location, defaults: Mapping[str, Any],
+                default_lines: Mapping[str, int]) -> Entry:
+    """Check one entry's keys and values against the schema; touches no files."""
+    if not isinstance(raw, LineMap):
+        message = "expected a mapping like {images: shirt.jpg, prompt: ...}"
+        return Entry(index, where, "task", {}, {}, (Problem(where, f"tasks[{index}]", message),),
+                     expandable=False)
+    kind = "glob" if "glob" in raw else "csv" if "csv" in raw else "task"
+    lines = {**default_lines, **{str(k): raw.line_of(k) for k in raw}}
+    entry = Entry(index, where, kind, {}, lines)
+    problems: list[Problem] = []
+    values = dict(defaults)
+    for key, value in raw.items():
+        if key not in TASK_KEYS:
+            problems.append(Problem(entry.at(str(key)), entry.name(str(key)),
+                                    did_you_mean(key, TASK_KEYS)))
+        else:
+            values[key] = value
+    if "glob" in raw and "csv" in raw:
+        problems.append(Problem(entry.at("csv"), entry.name("csv"),
+                                "an entry takes glob or csv, not both: split it in two"))
+    broken = False
+    for key, value in list(values.items()):
+        if kind == "csv" and key in CSV_FILLED and any(map(has_placeholders, as_list(value))):
+            continue  # checked per row, once filled
+        wrong = check_value(key, value)
+        if wrong is not None and (key in raw or has_placeholders(value)):
+            # Defaults were checked once at load; only placeholder text waits until here.
+            problems.append(Problem(entry.at(key), entry.name(key), wrong))
+        if wrong is not None:
+            del values[key]
+            broken = broken or key in _STRUCTURAL
+    if not values.get("prompt"):
+        problems.append(Problem(where, entry.name("prompt"),
+                                "missing: say what to do with the images"))
+    if kind != "glob" and "images" not in values and "images" not in raw:
+        hint = "e.g. images: 'catalog/{sku}.jpg'" if kind == "csv" else "the file(s) to edit"
+        problems.append(Problem(where, entry.name("images"), f"missing: give {hint}"))
+        broken = True
+    if "id" in values:
+        values["id"] = str(values["id"])
+        if kind == "glob" and (wrong := _glob_id_problem(values["id"])):
+            problems.append(Problem(entry.at("id"), entry.name("id"), wrong))
+            del values["id"]
+    return Entry(index, where, kind, values, lines, tuple(problems),
+                 expandable=not broken and not ("glob" in raw and "csv" in raw))
+
+
+def _glob_id_problem(template: str) -> str | None:
+    """A glob entry makes many tasks: its id must differ per file, through {dir}/{stem}."""
+    try:
+        names = set(csvsource.placeholders(template))
+    except ValueError as exc:
+        return f"{exc}: write a literal brace as {{{{ or }}}}"
+    if not names or not names <= {"dir", "stem"}:
+        return ("a glob entry's id must use {stem} (and may use {dir}) so each file's task "
+                "gets its own, e.g. 'shirts/{stem}'; or leave id out")
+    return None
+
+
+@dataclass(frozen=True)
+class Made:
+    """One expansion step: a task, or the problems that kept a task from being made."""
+
+    entry: Entry
+    task: Task | None
+    problems: tuple[Problem, ...] = ()
+    origin: Location | None = None  # the csv row a task came from
+    matched: bool = False  # the first image came from the entry's glob
+
+
+class _Ids:
+    """Derived ids: the first input's path, plus #2, #3... when a file is used again."""
+
+    def __init__(self, track: bool):
+        self.counts: dict[str, int] | None = {} if track else None
+
+    def derive(self, base: str) -> str:
+        if self.counts is None:
+            return base
+        count = self.counts.get(base, 0) + 1
+        self.counts[base] = count
+        return base if count == 1 else f"{base}#{count}"
+
+
+def expand(entries: tuple[Entry, ...], root: Path, default_model: str) -> Iterator[Made]:
+    """Tasks and problems in manifest order, one at a time."""
+    # Derived ids can only repeat across entries, or between rows of one csv entry;
+    # a lone glob needs no memory of the ids it gave, which keeps a run flat.
+    deriving = [e for e in entries if "id" not in e.values]
+    ids = _Ids(len(deriving) > 1 or any(e.kind == "csv" for e in deriving))
+    build = _Builder(root, default_model, ids)
+    for entry in entries:
+        if entry.problems:  # once per entry, not once per task it expands to
+            yield Made(entry, None, entry.problems)
+        if not entry.expandable:
+            continue
+        if entry.kind == "glob":
+            yield from _glob_tasks(build, entry)
+        elif entry.kind == "csv":
+            yield from _csv_tasks(build, entry)
+        else:
+            yield build(entry, entry.values)
+
+
+def resolve(root: Path, name: str) -> Path:
+    """A manifest path made absolute against the manifest's folder, `..` folded away."""
+    return Path(os.path.normpath(os.path.join(root, os.path.expanduser(name))))
+
+
+def relative(root: Path, path: Path) -> str:
+    """`products/shirt.jpg` for a file inside the tree, the absolute path for one outside."""
+    # Plain string work: this runs once per task, and Path.relative_to is slow at 100k.
+    text, prefix = str(path), os.path.join(str(root), "")
+    if text.startswith(prefix):
+        text = text[len(prefix):]
+    return text.replace(os.sep, "/")
+
+
+class _Builder:
+    def __init__(self, root: Path, default_model: str, ids: _Ids):
+        self.root, self.default_model, self.ids = root, default_model, ids
+
+    def __call__(self, entry: Entry, values: Mapping[str, Any], first: Path | None = None,
+                 columns: Mapping[str, str] | None = None,
+                 origin: Location | None = None) -> Made:
+        root = self.root
+        images = ((first,) if first else ()) + tuple(resolve(root, s) for s in
+                                                     as_list(values.get("images")))
+        mask = resolve(root, str(values["mask"])) if values.get("mask") else None
+        rel = relative(root, images[0])
+        folder, _, name = rel.rpartition("/")
+        placeholders = {**(columns or {}), "dir": folder or ".", "stem": Path(name).stem}
+        problems: tuple[Problem, ...] = ()
+        given = values.get("id")
+        if given is None:
+            task_id = self.ids.derive(rel)
+        elif entry.kind == "task":
+            task_id = str(given)
+        else:  # one id per expanded task: filled from the row and the first input
+            task_id, empty = csvsource.fill(str(given), placeholders)
+            problems = tuple(Problem(origin or entry.at("id"), entry.name("id"),
+                                     f"{{{col}}} is empty here, and the id needs it")
+                             for col in empty)
+        fields = {k: values[k] for k in REQUEST_FIELDS if k in values}
+        fields.setdefault("model", self.default_model)
+        task = Task(id=task_id, images=images, prompt=str(values.get("prompt") or ""),
+                    where=entry.where, root=root, mask=mask, fields=fields,
+                    output=str(values.get("output") or DEFAULT_OUTPUT),
+                    placeholders=placeholders)
+        return Made(entry, task, problems, origin, first is not None)
+
+
+def _glob_tasks(build: _Builder, entry: Entry) -> Iterator[Made]:
+    pattern = str(entry.values["glob"])
+    outputs = globsource.outputs_pattern(str(entry.values.get("output") or DEFAULT_OUTPUT))
+    found = False
+    for path in globsource.matches(build.root, pattern):
+        if globsource.is_earlier_output(path, relative(build.root, path), outputs):
+            continue  # an earlier run's result, not a new input
+        found = True
+        yield build(entry, entry.values, first=path)
+    if not found:
+        message = f"{pattern!r} matches no files under {build.root}: check the pattern"
+        problem = Problem(entry.at("glob"), entry.name("glob"), message)
+        yield Made(entry, None, (problem,))
+
+
+def os_reason(exc: OSError, path: Path) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {path}"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path} is a folder, not a file"
+    return f"cannot read {path}: {exc.strerror or exc}"
+
+
+def _csv_tasks(build: _Builder, entry: Entry) -> Iterator[Made]:
+    path = resolve(build.root, str(entry.values["csv"]))
+    try:
+        yield from _csv_rows(build, entry, path)
+    except csvsource.CsvError as exc:
+        problem = Problem(Location(path, exc.line), entry.name("csv"), exc.message)
+        yield Made(entry, None, (problem,))
+    except OSError as exc:
+        problem = Problem(entry.at("csv"), entry.name("csv"), os_reason(exc, path))
+        yield Made(entry, None, (problem,))
+
+
+def _csv_rows(build: _Builder, entry: Entry, path: Path) -> Iterator[Made]:
+    missing = _missing_columns(entry, path, csvsource.header(path))
+    if missing:  # every row would fail the same way: say it once, at the header
+        yield Made(entry, None, tuple(missing))
+        return
+    for row in csvsource.rows(path):
+        origin = Location(path, row.line)
+        values, problems = _fill_row(entry, row, origin)
+        if problems:
+            yield Made(entry, None, tuple(problems), origin)
+        else:
+            yield build(entry, values, columns=row.values, origin=origin)
+
+
+def _missing_columns(entry: Entry, path: Path, columns: list[str]) -> list[Problem]:
+    problems = []
+    for key in (*CSV_FILLED, "id"):
+        allowed = {*columns, "dir", "stem"} if key == "id" else set(columns)
+        for template in as_list(entry.values.get(key)):
+            try:
+                names = csvsource.placeholders(template)
+            except ValueError as exc:
+                problems.append(Problem(entry.at(key), entry.name(key), f"{exc}: write a "
+                                        "literal brace as {{ or }}"))
+                continue
+            problems += [Problem(Location(path, 1), entry.name(key), f"uses {{{name}}} but the "
+                                 f"CSV has no column {name!r} (columns: {', '.join(columns)})")
+                         for name in names if name not in allowed]
+    return problems
+
+
+def _fill_row(entry: Entry, row: csvsource.Row,
+              origin: Location) -> tuple[dict[str, Any], list[Problem]]:
+    values = dict(entry.values)
+    problems = []
+    if row.extra:
+        problems.append(Problem(origin, entry.name("csv"), f"{row.extra} more cell(s) than "
+                                "the header names: quote values that contain commas"))
+    for key in CSV_FILLED:
+        raw = values.get(key)
+        if not any(map(has_placeholders, as_list(raw))):
+            continue
+        filled = []
+        for template in as_list(raw):
+            try:
+                text, empty = csvsource.fill(template, row.values)
+            except ValueError as exc:
+                problems.append(Problem(origin, entry.name(key), str(exc)))
+                continue
+            filled.append(text)
+            problems += [Problem(origin, entry.name(key), f"column {col!r} is empty in this "
+                                 f"row, and {key} uses {{{col}}}: fill the cell") for col in empty]
+        value: Any = filled if isinstance(raw, list) else filled[0]
+        if key in _INTS and isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        wrong = None if problems else check_value(key, value)
+        if wrong:
+            problems.append(Problem(origin, entry.name(key), f"{wrong} (filled from the CSV)"))
+        values[key] = value
+    return values, problems

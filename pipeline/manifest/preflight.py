@@ -1,0 +1,351 @@
+"""The check pass: every task of a manifest, checked in one stream before anything is sent.
+
+Owns what needs the disk and the model table: inputs exist, can be read and
+are images (magic bytes and size, never a full decode); model limits (through
+models.py); ids are unique; outputs neither collide, nor land on an input, nor
+leave the manifest's folder tree unless `allow_outside: true`.
+
+It holds ids and hashed input/output paths seen, never the tasks themselves,
+and it never writes a file or sends a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.config.models import FileFacts, Models, probe
+from pipeline.errors import ManifestError, Problem
+from pipeline.manifest.entries import Made, os_reason
+from pipeline.task import IMAGE_FORMATS, Location, Task
+
+if TYPE_CHECKING:
+    from pipeline.manifest.load import Manifest
+
+_EXTS = tuple(IMAGE_FORMATS)  # the gateway decides the format: every one must be safe
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One step of the pass: a task (None when none could be made) and what is wrong."""
+
+    task: Task | None
+    problems: tuple[Problem, ...]
+    origin: Location | None = None  # the csv row the task came from
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    tasks: int
+    images: int  # input files over all tasks (a file used twice counts twice)
+    outputs: int  # images asked for: the sum of n
+    cost: float  # USD estimate from models.yaml prices
+    by_model: Mapping[str, int]  # tasks per model
+    cost_by_model: Mapping[str, float]
+
+
+KnownFormat = Callable[[Path, int, int], "str | None"]
+
+
+def validate(manifest: Manifest, models: Models,
+             known: KnownFormat | None = None) -> Iterator[Checked]:
+    """Check every task in manifest order, one at a time; problems are yielded, never raised.
+
+    `known(path, size, mtime_ns)` may vouch for a file checked on an earlier run
+    (the ledger's hash cache), so an unchanged catalog is stat()ed, not re-opened.
+    """
+    files = _Files(known=known)
+    seen = _Seen(manifest)
+    for made in manifest.expand():
+        task = made.task
+        if task is None:
+            yield Checked(None, made.problems, made.origin)
+            continue
+        problems = list(made.problems)
+        facts: dict[Path, FileFacts] = {}
+        for key, path in _inputs(made, task):
+            found = files.get(path)
+            if isinstance(found, str):
+                problems.append(Problem(made.entry.at(key), made.entry.name(key), found))
+            else:
+                facts[path] = found
+        for name, message in models.check(task, facts):
+            key = name.split("[")[0]
+            problems.append(Problem(made.entry.at(key), made.entry.name(name), message))
+        problems += seen.add(made, task)
+        yield Checked(task, tuple(problems), made.origin)
+
+
+def check_all(
+    manifest: Manifest,
+    models: Models,
+    *,
+    max_problems: int = 1000,
+    on_task: Callable[[Task], None] | None = None,
+    known: KnownFormat | None = None,
+) -> ValidationReport:
+    """One streaming pass over every task: counts and a cost estimate, or every problem.
+
+    Raises ManifestError with all problems found (identical ones folded into one,
+    naming the first task and how many more; at most `max_problems` shown).
+    `on_task` sees each good task as it passes, e.g. to print a plan.
+    """
+    found = _Problems(max_problems)
+    by_model: Counter[str] = Counter()
+    cost_by_model: dict[str, float] = {}
+    images = outputs = 0
+    for problem in manifest.problems:
+        found.add(problem, "")
+    for checked in validate(manifest, models, known):
+        task = checked.task
+        for problem in checked.problems:
+            found.add(problem, _label(task, checked.origin))
+        if task is None or checked.problems:
+            continue
+        by_model[task.model] += 1
+        cost_by_model[task.model] = cost_by_model.get(task.model, 0.0) + models.estimate(task)
+        images += len(task.images)
+        outputs += task.n
+        if on_task is not None:
+            on_task(task)
+    if found:
+        raise ManifestError(found.result(manifest.path))
+    return ValidationReport(tasks=sum(by_model.values()), images=images, outputs=outputs,
+                            cost=sum(cost_by_model.values()), by_model=dict(by_model),
+                            cost_by_model=cost_by_model)
+
+
+def _label(task: Task | None, origin: Location | None) -> str:
+    if task is None:
+        return ""
+    return f"task {task.id!r}, {origin}" if origin else f"task {task.id!r}"
+
+
+def _inputs(made: Made, task: Task) -> Iterator[tuple[str, Path]]:
+    for i, path in enumerate(task.images):
+        yield ("glob" if made.matched and i == 0 else "images"), path
+    if task.mask is not None:
+        yield "mask", task.mask
+
+
+class _Files:
+    """Probes each input file once; recent answers are kept for files many tasks share."""
+
+    def __init__(self, keep: int = 4096, known: KnownFormat | None = None):
+        self.keep = keep
+        self.known = known
+        self.recent: OrderedDict[Path, FileFacts | str] = OrderedDict()
+
+    def get(self, path: Path) -> FileFacts | str:
+        """What the file is, or a message saying why it cannot be used."""
+        if path in self.recent:
+            self.recent.move_to_end(path)
+            return self.recent[path]
+        answer = self._probe(path)
+        self.recent[path] = answer
+        if len(self.recent) > self.keep:
+            self.recent.popitem(last=False)
+        return answer
+
+    def _probe(self, path: Path) -> FileFacts | str:
+        try:
+            facts = self._vouched(path) or probe(path)
+        except OSError as exc:
+            return os_reason(exc, path)
+        if facts.size == 0:
+            return f"{path} is empty (0 bytes)"
+        if facts.format is None:
+            return f"{path} is not a PNG, JPEG or WebP image"
+        return facts
+
+
+    def _vouched(self, path: Path) -> FileFacts | None:
+        if self.known is None:
+            return None
+        stat = os.stat(path)
+        fmt = self.known(path, stat.st_size, stat.st_mtime_ns)
+        return FileFacts(stat.st_size, fmt) if fmt else None
+
+
+def _key(path: str) -> int:
+    # A 64-bit int per path instead of the path itself (36 bytes, not ~100): 100k tasks
+    # stay small; a chance collision (about 1 in 10^8 at 100k tasks) would only report a
+    # clash that is not there, never hide one.
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+class _Seen:
+    """Ids and paths seen so far in the pass, to catch duplicates and collisions.
+
+    An output is remembered by its path without the image extension: that is its
+    sidecar's name too, so `x.png` and `x.jpg` from two tasks collide (one `x.json`),
+    and one key per output stands for all three formats the gateway may return.
+    """
+
+    def __init__(self, manifest: Manifest):
+        self.allow_outside = manifest.allow_outside
+        self.dirs: dict[str, str] = {}
+        self.root = self._real_dir(str(manifest.root))  # ends in a separator
+        self.ids: dict[str, Location] = {}
+        self.inputs: dict[int, str] = {}  # path key -> id of the first task reading it
+        # stem key -> the writer's id (any image format), or (id, its one extension)
+        self.outputs: dict[int, str | tuple[str, str]] = {}
+
+    def add(self, made: Made, task: Task) -> list[Problem]:
+        problems = []
+        first = self.ids.get(task.id)
+        if first is not None:
+            problems.append(Problem(made.entry.at("id"), made.entry.name("id"), f"duplicate id "
+                                    f"{task.id!r}: also at {first}; give each task its own id"))
+        else:
+            self.ids[task.id] = made.origin or task.where
+        entry = made.entry
+        inputs = "glob" if made.matched else "images"
+        own = {self._canonical(str(p)): p for p in _input_files(task)}
+        problems += [Problem(entry.at(inputs), entry.name(inputs), m)
+                     for m in self._inputs(task, own)]
+        problems += [Problem(entry.at("output"), entry.name("output"), m)
+                     for m in self._outputs(task, own)]
+        return problems
+
+    def _inputs(self, task: Task, own: Mapping[str, Path]) -> list[str]:
+        for canonical in own:
+            self.inputs.setdefault(_key(canonical), task.id)
+        for canonical, path in own.items():
+            stem, ext = os.path.splitext(canonical)
+            writer = self.outputs.get(_key(stem))
+            if writer is None:
+                continue
+            writer_id, writes = (writer, _SUFFIXES) if isinstance(writer, str) else writer
+            if writer_id != task.id and ext in writes:
+                return [f"task {writer_id!r} writes its output to {path}, an input here: "
+                        "change that task's output template"]
+        return []
+
+    def _outputs(self, task: Task, own: Mapping[str, Path]) -> list[str]:
+        try:
+            renders = _output_stems(task)
+        except (KeyError, ValueError, IndexError) as exc:
+            return [_template_problem(task, exc)]
+        found: dict[str, str] = {}  # one message per kind of trouble
+        for stem, ext in renders:
+            canonical_stem = self._canonical(stem)
+            for suffix in (_SUFFIXES if ext is None else (ext,)):
+                self._check_file(task, stem + suffix, canonical_stem + suffix, own, found)
+            mine: str | tuple[str, str] = task.id if ext is None else (task.id, sys.intern(ext))
+            writer = self.outputs.setdefault(_key(canonical_stem), mine)
+            writer_id = writer if isinstance(writer, str) else writer[0]
+            if writer_id != task.id:
+                found.setdefault("clash", f"{stem}{ext or _SUFFIXES[0]}: task {writer_id!r} (at "
+                                 f"{self.ids.get(writer_id)}) writes to the same name, so one "
+                                 "would overwrite the other's image or .json sidecar: give "
+                                 "them different outputs")
+        return list(found.values())
+
+    def _check_file(self, task: Task, path: str, canonical: str, own: Mapping[str, Path],
+                    found: dict[str, str]) -> None:
+        if not self.allow_outside and not canonical.startswith(self.root):
+            root = self.root.rstrip(os.sep) or os.sep
+            found.setdefault("outside", f"{path} is outside the manifest's folder {root}: "
+                             "change the output template, or set allow_outside: true")
+        if canonical in own:
+            found.setdefault("own", f"{path} would overwrite this task's own input: add "
+                             "something like '.edited' to the output template")
+            return
+        reader = self.inputs.get(_key(canonical), task.id)
+        if reader != task.id:
+            found.setdefault("input", f"{path} would overwrite an input of task {reader!r}: "
+                             "change the output template")
+
+    def _canonical(self, path: str) -> str:
+        """The path with its folder's links resolved, so two spellings of one file match."""
+        folder, name = os.path.split(path)
+        return self._real_dir(folder) + name
+
+    def _real_dir(self, folder: str) -> str:
+        """The folder's real path, ending in a separator."""
+        real = self.dirs.get(folder)
+        if real is None:
+            if len(self.dirs) > 10_000:  # bounded: many folders must not grow memory
+                self.dirs.clear()
+            real = self.dirs[folder] = os.path.join(os.path.realpath(folder), "")
+        return real
+
+
+def _input_files(task: Task) -> tuple[Path, ...]:
+    return (*task.images, task.mask) if task.mask else task.images
+
+
+_EXT = "\0ext\0"  # stands for {ext} while rendering: one render per index, not per format
+_SUFFIXES = tuple(f".{ext}" for ext in _EXTS)
+
+
+def _output_stems(task: Task) -> dict[tuple[str, str | None], None]:
+    """(path without extension, extension) per output; extension None = any image format.
+
+    Paths are normalised (`out/../x.png` is the file it is). A dict keeps them in order.
+    """
+    stems: dict[tuple[str, str | None], None] = {}
+    honest = "{ext:" in task.output or "{ext!" in task.output  # a format spec: render each
+    for index in range(task.n):
+        if honest:
+            names = [os.path.normpath(task.output_path(index, ext)) for ext in _EXTS]
+        else:
+            shape = os.path.normpath(task.output_path(index, _EXT))
+            if shape.endswith("." + _EXT) and shape.count(_EXT) == 1:
+                stems[(shape[: -len(_EXT) - 1], None)] = None
+                continue
+            names = [shape.replace(_EXT, ext) for ext in _EXTS]
+        for name in names:
+            stems[os.path.splitext(name)] = None
+    return stems
+
+
+def _template_problem(task: Task, exc: Exception) -> str:
+    known = ", ".join("{" + k + "}" for k in sorted({*task.placeholders, "id", "index", "ext"}))
+    if isinstance(exc, KeyError):
+        return (f"output template {task.output!r} uses {{{exc.args[0]}}}, which is not known "
+                f"here; use {known}")
+    return f"output template {task.output!r} cannot be filled ({exc}): known are {known}"
+
+
+class _Problems:
+    """Problems in order, identical ones folded together, at most `limit` kept."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.kept: list[tuple[Problem, str]] = []
+        self.more: dict[tuple[Location, str, str], int] = {}  # key -> same problem seen again
+        self.hidden = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.kept)
+
+    def add(self, problem: Problem, label: str) -> None:
+        key = (problem.where, problem.field, problem.message)
+        if key in self.more:
+            self.more[key] += 1
+        elif len(self.kept) < self.limit:
+            self.more[key] = 0
+            self.kept.append((problem, label))
+        else:
+            self.hidden += 1
+
+    def result(self, manifest: Path) -> list[Problem]:
+        out = []
+        for problem, label in self.kept:
+            more = self.more[(problem.where, problem.field, problem.message)]
+            note = f"{label} and {more} more" if label and more else label
+            message = f"{problem.message} ({note})" if note else problem.message
+            out.append(Problem(problem.where, problem.field, message))
+        if self.hidden:
+            out.append(Problem(Location(manifest), "tasks", f"{self.hidden} more problems not "
+                               "shown: fix these and validate again"))
+        return out

@@ -1,0 +1,303 @@
+"""Fan tasks out to the gateway: a producer feeds a bounded queue, N workers drain it.
+
+Each worker takes one task at a time through its attempts (retry.py decides,
+limits.py paces), writes the outputs (writer.py) and records every attempt
+and outcome in the ledger. A task's failure is a ledger record, never an
+exception in the task group: only bugs escape. After a fatal answer, a
+spent budget or a shutdown request no new request starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+from tenacity import RetryCallState
+
+from pipeline.config.settings import Settings
+from pipeline.errors import OutcomeUnknown, RequestError, StatusError
+from pipeline.gateway import retry
+from pipeline.gateway.client import Answer, Gateway
+from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
+from pipeline.ledger.fingerprint import idempotency_key
+from pipeline.ledger.sidecar import write_sidecar
+from pipeline.ledger.store import Attempt, Ledger
+from pipeline.run.writer import write_outputs
+from pipeline.task import Task
+from pipeline.views.logs import event
+from pipeline.views.tally import Tally
+
+DEFAULT_COOLDOWN = 5.0  # seconds all workers pause after a 429 that named no wait
+
+
+class Stopped(Exception):
+    """No new request may start: the run was aborted, interrupted or hit its budget."""
+
+
+@dataclass
+class Stop:
+    """Why launching stopped, if it did. The first reason wins."""
+
+    reason: str | None = None
+    fatal: StatusError | RequestError | None = None
+    stopped: anyio.Event = field(default_factory=anyio.Event)
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
+
+    def set(self, reason: str, fatal: RequestError | None = None) -> None:
+        if self.reason is None:
+            self.reason, self.fatal = reason, fatal
+            self.stopped.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when launching stops: a task waiting to retry must not
+        hold a shutdown for its backoff (or the whole grace) when nothing is in flight."""
+        with anyio.move_on_after(seconds):
+            await self.stopped.wait()
+
+
+class Scheduler:
+    def __init__(
+        self,
+        gateway: Gateway,
+        ledger: Ledger,
+        settings: Settings,
+        run_id: int,
+        tally: Tally,
+        *,
+        price: Callable[[Task, Answer], float],
+        limiter: RateLimiter | None = None,
+        cooldown: Cooldown | None = None,
+        key_salt: str = "",
+    ):
+        self.gateway = gateway
+        self.ledger = ledger
+        self.settings = settings
+        self.run_id = run_id
+        self.tally = tally
+        self.price = price
+        self.limiter = limiter
+        self.cooldown = cooldown or Cooldown()
+        self.concurrency = AdaptiveConcurrency(settings.concurrency)
+        self.stop = Stop()
+        # --force asks for new work: a fresh Idempotency-Key, or a gateway that honours
+        # keys would hand back the old answer. Without it, a re-sent `unknown` task keeps
+        # its key, so such a gateway can return what it already billed.
+        self.key_salt = key_salt
+        # A few writer threads: enough to overlap fsyncs, few enough not to fight the
+        # event loop for the GIL (40 threads made every call on the loop slower).
+        self.disk = anyio.CapacityLimiter(4)
+        # Tasks an earlier run left `unknown`: sending one again may pay for it twice.
+        self.unknown_resent: set[str] = set()
+
+    async def run(self, work: Iterable[tuple[Task, str]]) -> None:
+        """Process (task, fingerprint) pairs until done or stopped."""
+        send, receive = anyio.create_memory_object_stream[tuple[Task, str]](
+            self.settings.concurrency * 2)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._produce, work, send)
+            # Twice as many workers as requests allowed in flight: while some save their
+            # results, others keep every request slot busy. AdaptiveConcurrency caps the wire.
+            for _ in range(self.settings.concurrency * 2):
+                group.start_soon(self._work, receive.clone())
+            receive.close()
+
+    async def _produce(self, work: Iterable[tuple[Task, str]],
+                       send: anyio.abc.ObjectSendStream[tuple[Task, str]]) -> None:
+        async with send:
+            for item in work:
+                if self.stop:
+                    return
+                await send.send(item)
+
+    async def _work(self, receive: anyio.abc.ObjectReceiveStream[tuple[Task, str]]) -> None:
+        async with receive:
+            async for task, fingerprint in receive:
+                if self.stop:
+                    continue  # drain, so the producer is never stuck on a full queue
+                await self._process(task, fingerprint)
+
+    async def _process(self, task: Task, fingerprint: str) -> None:
+        key = idempotency_key(task.id, fingerprint + self.key_salt)
+        failed: list[RequestError] = []  # each failed attempt's error, oldest first
+        policy = retry.policy(
+            retries=self.settings.retries, deadline=self.settings.task_deadline,
+            retry_unknown=self.settings.retry_unknown,
+            before_sleep=functools.partial(self._before_sleep, task), sleep=self.stop.sleep)
+        try:
+            async for attempt in policy:
+                with attempt:
+                    answer = await self._attempt(task, fingerprint, key, failed)
+        except RequestError as exc:
+            self._record_failure(task, fingerprint, exc)
+            return
+        except Stopped:
+            self._not_retried(task, fingerprint, failed)
+            return
+        except anyio.get_cancelled_exc_class():
+            self._not_retried(task, fingerprint, failed)  # the grace ran out
+            raise
+        # A paid answer is in hand: a cancel must not cut its saving short.
+        with anyio.CancelScope(shield=True):
+            await self._save(task, fingerprint, answer, len(failed) + 1)
+
+    def _before_sleep(self, task: Task, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        cause = _cause(exc)
+        self.tally.retries_by_cause[cause] += 1
+        self.tally.retrying += 1
+        if cause == "unknown_outcome":
+            self.tally.possible_double_charges += 1
+        wait = state.next_action.sleep if state.next_action else 0
+        event(logging.INFO, "task retry", id=task.id, attempt=state.attempt_number,
+              cause=cause, wait_s=round(wait, 2), error=str(exc))
+
+    async def _gate(self) -> None:
+        """Wait for the shared cooldown and the rate limiter; refuse if stopping, also when
+        launching stops during the cooldown."""
+        while not self.stop and (left := self.cooldown.remaining()) > 0:
+            await self.stop.sleep(left)
+        if self.stop:
+            raise Stopped
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        if self.stop:
+            raise Stopped
+
+    async def _attempt(self, task: Task, fingerprint: str, key: str,
+                       failed: list[RequestError]) -> Answer:
+        """One attempt; a failed one's error is appended to `failed` (one per attempt)."""
+        number = len(failed) + 1
+        if number > 1:
+            self.tally.retrying -= 1  # its wait is over, whatever happens next
+        async with self.concurrency:
+            await self._gate()
+            if number == 1:
+                self.ledger.mark_submitted(self.run_id, task, fingerprint)
+                if task.id in self.unknown_resent:
+                    self.unknown_resent.discard(task.id)
+                    self.tally.possible_double_charges += 1
+            self.tally.in_flight += 1
+            self.tally.sent()
+            started_wall, started = time.time(), time.monotonic()
+            try:
+                answer = await self.gateway.edit(task, key)
+            except RequestError as exc:
+                self._on_error(task, exc, number, started_wall, time.monotonic() - started)
+                failed.append(exc)
+                raise
+            except anyio.get_cancelled_exc_class():
+                # Shutdown's grace ran out with this request on the wire: it may be billed.
+                failed.append(self._on_cancel(task, number, started_wall))
+                raise
+            finally:
+                self.tally.in_flight -= 1
+        self.concurrency.on_success()
+        self.ledger.record_attempt(Attempt(
+            task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
+            latency_s=time.monotonic() - started, status=200, error_type=None,
+            error_code=None, message=None, request_id=answer.request_id, outcome="succeeded"))
+        return answer
+
+    def _on_error(self, task: Task, exc: RequestError, number: int,
+                  started_wall: float, latency: float) -> None:
+        verdict = retry.classify(exc)
+        if retry.is_overload(exc):
+            self.concurrency.on_overload()
+            wait = exc.retry_after if isinstance(exc, StatusError) else None
+            self.cooldown.extend((DEFAULT_COOLDOWN if wait is None else wait) * retry.wait_scale())
+        if verdict is retry.Verdict.FATAL:
+            self.stop.set(f"the gateway refused the run: {exc}", exc)
+            event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
+        outcome = {"retry": "retry", "unknown": "unknown", "terminal": "failed",
+                   "fatal": "aborted"}[verdict.value]
+        self.ledger.record_attempt(Attempt(
+            task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
+            latency_s=latency, status=getattr(exc, "status", None), error_type=_cause(exc),
+            error_code=getattr(exc, "code", None), message=str(exc)[:500],
+            request_id=getattr(exc, "request_id", None), outcome=outcome))
+
+    def _on_cancel(self, task: Task, number: int, started_wall: float) -> OutcomeUnknown:
+        reason = "cancelled at shutdown with the request in flight; it may have been billed"
+        self.ledger.record_attempt(Attempt(
+            task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
+            latency_s=time.time() - started_wall, status=None, error_type="cancelled",
+            error_code=None, message=reason, request_id=None, outcome="unknown"))
+        return OutcomeUnknown(reason)
+
+    def _not_retried(self, task: Task, fingerprint: str, failed: list[RequestError]) -> None:
+        """Launching stopped (or the grace ran out) before the task's next attempt: it keeps
+        what its last attempt came to, so a request that may have been billed stays
+        `unknown`. A task never sent stays as it was, for the next run."""
+        if not failed:
+            return
+        last = failed[-1]
+        reason = f"{last} (not retried: {self.stop.reason or 'the run was cancelled'})"
+        if retry.classify(last) is retry.Verdict.UNKNOWN:
+            self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
+            self.tally.unknown += 1
+        else:
+            self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
+                                    error_type=_cause(last), error_code=getattr(last, "code", None))
+            self.tally.failed += 1
+        self.tally.failure(task.id, reason)
+
+    def _record_failure(self, task: Task, fingerprint: str, exc: RequestError) -> None:
+        verdict = retry.classify(exc)
+        reason = str(exc)
+        if verdict is retry.Verdict.UNKNOWN:
+            self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
+            self.tally.unknown += 1
+        else:
+            self.ledger.mark_failed(
+                task.id, fingerprint, terminal=verdict is retry.Verdict.TERMINAL, reason=reason,
+                error_type=_cause(exc), error_code=getattr(exc, "code", None))
+            self.tally.failed += 1
+        self.tally.failure(task.id, reason)
+        label = {"unknown": "task unknown", "fatal": "task aborted"}.get(verdict, "task failed")
+        event(logging.WARNING, label, id=task.id, terminal=verdict is retry.Verdict.TERMINAL,
+              error=reason,
+              code=getattr(exc, "code", None))
+
+    async def _save(self, task: Task, fingerprint: str, answer: Answer, attempts: int) -> None:
+        cost = self.price(task, answer)
+        record: dict[str, Any] = {
+            "task_id": task.id, "fingerprint": fingerprint, "model": task.model,
+            "prompt": task.prompt, "request": dict(task.fields),
+            "inputs": [str(p) for p in task.images],
+            "mask": str(task.mask) if task.mask else None,
+            "usage": answer.usage, "revised_prompt": answer.revised_prompt,
+            "request_id": answer.request_id, "attempts": attempts, "cost": cost,
+            "finished_at": time.time(),
+        }
+
+        def write() -> tuple[list[Any], Any]:
+            outputs = write_outputs(task, answer.images, answer.formats)
+            record["outputs"] = [str(p) for p in outputs]
+            return outputs, write_sidecar(task, answer.formats[0], record)
+
+        # Disk writes (with fsync) go to a thread so the event loop keeps sending.
+        outputs, sidecar = await anyio.to_thread.run_sync(write, limiter=self.disk)
+        self.ledger.mark_succeeded(task.id, fingerprint, outputs, sidecar, usage=answer.usage,
+                                   cost=cost, request_id=answer.request_id)
+        event(logging.INFO, "task succeeded", id=task.id, attempts=attempts,
+              outputs=",".join(str(p) for p in outputs), cost=round(cost, 4))
+        self.tally.succeeded += 1
+        self.tally.wrote([str(p) for p in outputs])
+        self.tally.spent += cost
+        max_cost = self.settings.max_cost
+        if max_cost is not None and self.tally.spent >= max_cost:
+            self.stop.set(f"the budget of {max_cost:g} is spent")
+
+
+def _cause(exc: BaseException | None) -> str:
+    if isinstance(exc, StatusError):
+        return exc.code or exc.type or f"http_{exc.status}"
+    return getattr(exc, "kind", type(exc).__name__)
