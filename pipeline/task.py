@@ -33,6 +33,7 @@ IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 class State(enum.StrEnum):
     PENDING = "pending"
     SUBMITTED = "submitted"
+    BATCHED = "batched"  # in a provider batch: its answer comes when the batch is collected
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     UNKNOWN = "unknown"  # a request may have been billed but no answer came

@@ -93,6 +93,7 @@ def _shape(path: str, size: int, mtime_ns: int) -> Shape | None:
 class ModelSpec:
     name: str
     edits: bool = False
+    batch: bool = False  # may it go through the provider's Batch API?
     max_images: int = 1
     max_image_mb: float = 4.0
     formats: tuple[str, ...] = ("png",)
@@ -125,7 +126,7 @@ def _size_price(table: Mapping[str, float], size: str | None) -> float:
 
 _NEEDED_FOR_EDITS = ("max_images", "max_image_mb", "formats", "prompt_max", "sizes", "qualities")
 _KINDS: dict[str, Any] = {
-    "edits": bool, "square": bool, "response_format": bool, "mask": bool,
+    "edits": bool, "batch": bool, "square": bool, "response_format": bool, "mask": bool,
     "max_images": int, "prompt_max": int, "max_image_mb": (int, float),
     "mask_max_mb": (int, float), "formats": list, "sizes": list, "qualities": list,
     "price": Mapping, "usage_price": Mapping,

@@ -97,6 +97,7 @@ class Provider:
     images_field: str = "image[]"
     headers: Mapping[str, str] = field(default_factory=dict)
     simulator: Mapping[str, Any] | None = None  # options when this provider is the simulator
+    batch: bool = False  # it has OpenAI's Batch API (/v1/files, /v1/batches)
 
 
 def load_provider(folder: Path, name: str, base_url_option: str | None = None) -> Provider:
@@ -123,6 +124,7 @@ def load_provider(folder: Path, name: str, base_url_option: str | None = None) -
         images_field=entry.get("images_field", "image[]"),
         headers=dict(entry.get("headers") or {}),
         simulator=(simulator or {}) if base_url is None else None,
+        batch=entry.get("batch") is True,
     )
 
 
@@ -139,6 +141,7 @@ class Settings:
     progress_every: float
     retry_unknown: bool = True
     max_cost: float | None = None
+    batch: bool = False  # send through the provider's Batch API (`run --batch`)
 
 
 def resolve_settings(folder: Path, limits: Mapping[str, Any], flags: Mapping[str, Any]) -> Settings:
@@ -157,4 +160,5 @@ def resolve_settings(folder: Path, limits: Mapping[str, Any], flags: Mapping[str
         progress_every=float(merged["progress_every"]),
         retry_unknown=bool(merged.get("retry_unknown", True)),
         max_cost=None if merged.get("max_cost") is None else float(merged["max_cost"]),
+        batch=merged.get("batch") is True,
     )

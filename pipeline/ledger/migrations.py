@@ -69,6 +69,39 @@ def m002_file_format(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE file_hashes ADD COLUMN format TEXT")
 
 
+@migration
+def m003_batches(db: sqlite3.Connection) -> None:
+    # Batch mode (DESIGN.md "Batch mode"). A row is written BEFORE its batch is created:
+    # `token` goes into the batch's metadata too, so a run killed between creating the
+    # batch and recording its `id` finds it again by listing the provider's batches.
+    db.execute(
+        """CREATE TABLE batches (
+        token TEXT PRIMARY KEY, id TEXT UNIQUE, provider TEXT NOT NULL, endpoint TEXT,
+        input_file_id TEXT, status TEXT NOT NULL, total INTEGER NOT NULL DEFAULT 0,
+        completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+        output_file_id TEXT, error_file_id TEXT, run_id INTEGER,
+        intended_at TEXT NOT NULL, created_at TEXT, ended_at TEXT, collected_at TEXT
+        )"""
+    )
+    # `batched` is a new task state, and SQLite cannot change a CHECK: the table is
+    # rebuilt with it, and with the token of the batch a batched task is in.
+    db.execute(
+        """CREATE TABLE tasks_v3 (
+        id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN
+            ('pending', 'submitted', 'batched', 'succeeded', 'failed', 'unknown')),
+        terminal INTEGER NOT NULL DEFAULT 0, reason TEXT, error_type TEXT, error_code TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0, outputs TEXT NOT NULL DEFAULT '[]', sidecar TEXT,
+        model TEXT, prompt TEXT, cost REAL, usage TEXT, request_id TEXT, run_id INTEGER,
+        updated_at TEXT NOT NULL, first_input TEXT, batch TEXT
+        )"""
+    )
+    db.execute("INSERT INTO tasks_v3 SELECT *, NULL FROM tasks")
+    db.execute("DROP TABLE tasks")
+    db.execute("ALTER TABLE tasks_v3 RENAME TO tasks")
+    db.execute("CREATE INDEX tasks_by_batch ON tasks (batch) WHERE batch IS NOT NULL")
+
+
 # A schema change is a new `@migration def m00N_...(db)` here, after the last one.
 
 

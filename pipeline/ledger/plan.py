@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ class Category(enum.StrEnum):
     RETRY = "retry"  # failed with a retryable error, or interrupted: runs again
     FAILED = "failed"  # failed terminally: runs again only with --retry-failed
     UNKNOWN = "unknown"  # no answer came; may have been billed
+    BATCHED = "batched"  # in a provider batch: never sent again before it is collected
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Selection:
     limit: int | None = None
 
     def wants(self, task: Task, category: Category) -> bool:
-        if self.only and task.id not in self.only:
+        if self.only and task.id not in self.only or category is Category.BATCHED:
             return False
         failed = category in (Category.FAILED, Category.RETRY, Category.UNKNOWN)
         if self.only_failed:
@@ -76,6 +77,8 @@ def categorise(task: Task, fp: str, record: tuple[str, str, bool, list[str]] | N
     if record is None:
         return Category.NEW
     old_fp, state, terminal, outputs = record
+    if state == State.BATCHED:  # even if changed since: its batch may still answer it
+        return Category.BATCHED
     if old_fp != fp:
         return Category.CHANGED
     if state == State.SUCCEEDED:
@@ -154,8 +157,11 @@ def _adopt(task: Task, fp: str, sidecar: dict[str, Any], outputs: list[Path],
 
 
 def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
-           models: Models, plan: Plan) -> Iterator[tuple[Task, str]]:
-    """The (task, fingerprint) pairs to send, counting everything into `plan`."""
+           models: Models, plan: Plan,
+           estimate: Callable[[Task], float] | None = None) -> Iterator[tuple[Task, str]]:
+    """The (task, fingerprint) pairs to send, counting everything into `plan`.
+    `estimate`: a task's price (batch mode's is lower); the model's list price if None."""
+    estimate = estimate or models.estimate
     for task, fp, category in walked:
         plan.categories[category.value] += 1
         if not selection.wants(task, category):
@@ -166,5 +172,5 @@ def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
         if selection.limit is not None and plan.to_send >= selection.limit:
             continue
         plan.to_send += 1
-        plan.estimate += models.estimate(task)
+        plan.estimate += estimate(task)
         yield task, fp

@@ -28,7 +28,7 @@ from pipeline.task import REQUEST_FIELDS, Location, Task
 VERSION = 1
 TOP_KEYS = ("version", "provider", "defaults", "limits", "tasks", "allow_outside")
 DEFAULT_KEYS = (*REQUEST_FIELDS, "prompt", "output")
-LIMIT_KEYS = ("concurrency", "rate", "retries", "timeout")
+LIMIT_KEYS = ("concurrency", "rate", "retries", "timeout", "batch")
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,8 @@ def _limit_problem(key: str, value: Any) -> str | None:
     if key == "timeout" and not (isinstance(value, int | float) and not isinstance(value, bool)
                                  and value > 0):
         return f"{value!r} must be a number of seconds above 0"
+    if key == "batch" and not isinstance(value, bool):
+        return f"{value!r} must be true or false"
     if key == "rate" and str(value).lower() not in ("none", "unlimited", "0"):
         try:
             parse_rate(str(value))

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pipeline.simulator import batch
 from pipeline.simulator.faults import (
     IMMEDIATE_FAULTS,
     FaultPlan,
@@ -269,6 +270,7 @@ def create_app(options: SimulatorOptions | None = None) -> web.Application:
     app.router.add_get("/_sim/stats", gateway.get_stats)
     app.router.add_get("/_sim/last", gateway.get_last)
     app.router.add_post("/_sim/reset", gateway.post_reset)
+    batch.add_routes(app, gateway.cache, usage)  # /v1/files, /v1/batches: simulator/batch.py
     return app
 
 
