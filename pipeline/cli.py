@@ -59,6 +59,9 @@ def main() -> None:
 @click.option("--only-failed", is_flag=True,
               help="Only tasks whose last outcome was a failure (or unknown).")
 @click.option("--force", is_flag=True, help="Send even tasks that are done.")
+@click.option("--batch", is_flag=True, default=None,
+              help="Send through the provider's Batch API at half price; answers come later.")
+@click.option("--wait", is_flag=True, help="Poll until every provider batch has ended.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--max-cost", type=click.FloatRange(min=0), metavar="AMOUNT",
@@ -75,7 +78,7 @@ def main() -> None:
               show_default=True, help="json: one object per line, for log collectors.")
 def run(manifest: Path, config: str | None, provider: str | None, base_url: str | None,
         ledger: Path | None, limit: int | None, only: tuple[str, ...], retry_failed: bool,
-        only_failed: bool, force: bool, dry_run: bool, as_json: bool,
+        only_failed: bool, force: bool, wait: bool, dry_run: bool, as_json: bool,
         no_retry_unknown: bool, quiet: bool, verbose: int, log_file: Path | None,
         log_format: str, **flags: Any) -> None:
     """Run every task of MANIFEST that has not yet succeeded for its current inputs.
@@ -91,7 +94,8 @@ def run(manifest: Path, config: str | None, provider: str | None, base_url: str 
         flags["retry_unknown"] = False
     options = runner.RunOptions(manifest=manifest, config=config, provider=provider,
                                 base_url=base_url, ledger=ledger, flags=flags,
-                                selection=selection, dry_run=dry_run, json=as_json, quiet=quiet)
+                                selection=selection, dry_run=dry_run, json=as_json, quiet=quiet,
+                                wait=wait)
     sys.exit(_guard(lambda: runner.run(options, click.echo)))
 
 
@@ -107,13 +111,16 @@ def validate(manifest: Path, config: str | None, ledger: Path | None) -> None:
 
 @main.command()
 @click.argument("manifest", type=MANIFEST)
+@_config_option
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def status(manifest: Path, ledger: Path | None, as_json: bool) -> None:
-    """Counts by state, and each failed task with its reason and attempts."""
+def status(manifest: Path, config: str | None, ledger: Path | None, as_json: bool) -> None:
+    """Counts by state, batches in flight, and each failed task with its reason."""
     from pipeline.views import status as ledger_status
 
     def show() -> int:
+        runner.collect_batches(runner.RunOptions(manifest=manifest, config=config, ledger=ledger,
+                                                 quiet=as_json))
         report = ledger_status.status(manifest, ledger)
         click.echo(json.dumps(report, ensure_ascii=False, indent=2) if as_json
                    else ledger_status.status_text(report))

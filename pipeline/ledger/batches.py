@@ -113,6 +113,11 @@ class Batches:
         self._ledger.flush()
         return cursor.rowcount
 
+    def back_to_send(self, task_id: str, fingerprint: str, reason: str) -> None:
+        """One task its batch never ran (e.g. batch_expired): `pending` again."""
+        self._ledger._set_task(task_id, fingerprint, State.PENDING, reason=reason, batch=None)
+        self._ledger.flush()
+
     def collected(self, token: str) -> None:
         self._commit("UPDATE batches SET collected_at = ? WHERE token = ?", (_now(), token))
 

@@ -45,7 +45,7 @@ class Selection:
     limit: int | None = None
 
     def wants(self, task: Task, category: Category) -> bool:
-        if self.only and task.id not in self.only or category is Category.BATCHED:
+        if (self.only and task.id not in self.only) or category is Category.BATCHED:
             return False
         failed = category in (Category.FAILED, Category.RETRY, Category.UNKNOWN)
         if self.only_failed:

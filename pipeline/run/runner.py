@@ -34,15 +34,18 @@ from pipeline.config.settings import (
     read_yaml,
 )
 from pipeline.config.settings import resolve_settings as _resolve
-from pipeline.errors import ConfigError, InputError, RunAborted
+from pipeline.errors import ConfigError, ImgeditError, InputError, LockHeld, RunAborted
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import Cooldown, RateLimiter
+from pipeline.gateway.routes.batch import BatchAPI
 from pipeline.ledger import store as ledger_mod
+from pipeline.ledger.batches import Batches
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
+from pipeline.run import batch as batch_mod
 from pipeline.run.scheduler import Scheduler, Stop
 from pipeline.simulator.app import SimulatorOptions, running_simulator
 from pipeline.task import Task
@@ -66,6 +69,7 @@ class RunOptions:
     dry_run: bool = False
     json: bool = False
     quiet: bool = False
+    wait: bool = False  # --wait: poll until every provider batch has ended (batch mode)
 
 
 @dataclass
@@ -100,10 +104,11 @@ def prepare(options: RunOptions) -> Job:
 
 
 def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
-              found: Found = Found.ADOPT) -> Plan:
+              found: Found = Found.ADOPT,
+              estimate: Callable[[Task], float] | None = None) -> Plan:
     plan = Plan()
     for _ in select(walk(job.manifest.tasks(), ledger, found=found), selection, job.models,
-                    plan):
+                    plan, estimate):
         pass
     return plan
 
@@ -120,7 +125,9 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
     with lock, Ledger.open(job.ledger_path) as ledger:
         _check(job, ledger)
-        plan = plan_only(job, ledger, options.selection)
+        batcher = _batcher(job, ledger, options)
+        batcher.collect_now()  # every run first collects the batches that have ended
+        plan = plan_only(job, ledger, options.selection, estimate=batcher.estimate)
         max_cost = job.settings.max_cost
         if max_cost is not None and plan.estimate > max_cost:
             raise InputError(
@@ -130,9 +137,43 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
             raise ConfigError(
                 f"no API key: set {job.provider.api_key_env or 'IMGEDIT_API_KEY'} "
                 "(or IMGEDIT_API_KEY) in the environment")
-        if plan.to_send == 0:  # a finished catalog: no second pass, no simulator, no session
-            return _conclude(job, ledger, options, Tally(), plan, Stop(), out)
-        return anyio.run(_send, job, ledger, options, plan.to_send, out)
+        if plan.to_send == 0 and not (batcher.wait and batcher.open_rows()):
+            # A finished catalog: no second pass, no simulator, no session.
+            return _conclude(job, ledger, options, Tally(), plan, Stop(), out, batcher.run_id,
+                             batcher=batcher)
+        return anyio.run(_send, job, ledger, options, plan.to_send, out, batcher)
+
+
+def _batcher(job: Job, ledger: Ledger, options: RunOptions) -> batch_mod.Batcher:
+    if job.settings.batch and not job.provider.batch:
+        raise ConfigError(f"provider {job.provider.name} has no Batch API (`batch: true` in "
+                          "providers.yaml): run without --batch, or pick a provider that has one")
+    run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
+                                                  "provider": job.provider.name})
+    return batch_mod.Batcher(models=job.models, provider=job.provider, settings=job.settings,
+                             ledger=ledger, price=_pricer(job.models), tasks=job.manifest.tasks,
+                             run_id=run_id, wait=options.wait, quiet=options.quiet)
+
+
+def collect_batches(options: RunOptions) -> None:
+    """`imgedit status`: collect ended batches first, unless a run holds the lock (it will).
+    Status must show even when collecting cannot happen: a problem here is a warning."""
+    try:
+        job = prepare(options)
+        if not job.ledger_path.exists():
+            return
+        with RunLock(job.ledger_path, manifest=job.manifest.path), \
+                Ledger.open(job.ledger_path) as ledger:
+            if not any(r.provider == job.provider.name for r in Batches(ledger).open()):
+                return
+            batcher = _batcher(job, ledger, options)
+            batcher.collect_now()
+            ledger.finish_run(batcher.run_id, EXIT_FAILED if batcher.problems else EXIT_OK,
+                              dict(batcher.outcome.collected))
+    except LockHeld:
+        return
+    except ImgeditError as exc:
+        print(f"warning: batches were not collected: {exc}", file=sys.stderr)
 
 
 def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
@@ -163,15 +204,14 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
 
 
 async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
-                out: Callable[[str], None]) -> int:
+                out: Callable[[str], None], batcher: batch_mod.Batcher) -> int:
     settings = job.settings
     tally = Tally(total=to_send)
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
     signalled: list[signal.Signals] = []
     cooldown = Cooldown()
     limiter = RateLimiter(parse_rate(settings.rate)) if settings.rate else None
-    run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
-                                                  "provider": job.provider.name})
+    run_id = batcher.run_id
     event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
           provider=job.provider.name, to_send=to_send, concurrency=settings.concurrency,
           rate=settings.rate)
@@ -183,8 +223,13 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
                                   key_salt=f":run{run_id}" if options.selection.force else "")
+            api = BatchAPI(session, provider, settings.timeout)
+            if settings.batch:  # first, so the provider's clock starts; the rest goes live
+                await batcher.submit(api, _batch_pass(job, ledger, options, plan, batcher))
+                tally.total -= batcher.outcome.batched
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
+            walked = (w for w in walked if not batcher.takes(w[0]))
             walked = _note_resent(walked, options.selection, scheduler.unknown_resent)
             work = select(walked, options.selection, job.models, plan)
             async with anyio.create_task_group() as group:
@@ -195,14 +240,28 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
-    return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled)
+            if batcher.wait and not scheduler.stop:
+                batcher.after_plan = True
+                await batcher.collect(api, wait=True)
+    return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled,
+                     batcher)
+
+
+def _batch_pass(job: Job, ledger: Ledger, options: RunOptions, plan: Plan,
+                batcher: batch_mod.Batcher) -> Iterator[tuple[Task, str]]:
+    """The tasks to send that can go in a batch, counted into the run's plan."""
+    walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
+    return select((w for w in walked if batcher.takes(w[0])), options.selection, job.models,
+                  plan, batcher.estimate)
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
               stop: Stop, out: Callable[[str], None], run_id: int | None = None,
-              signalled: list[signal.Signals] | None = None) -> int:
+              signalled: list[signal.Signals] | None = None,
+              batcher: batch_mod.Batcher | None = None) -> int:
     """Exit code, the run's ledger row, the summary (text or --json) and abort advice."""
-    code = _exit_code(tally, stop, signalled or [], plan.held)
+    code = _exit_code(tally, stop, signalled or [], plan.held + (batcher.problems if batcher
+                                                                 else 0))
     counts = {"succeeded": tally.succeeded, "failed": tally.failed, "unknown": tally.unknown}
     if run_id is None:
         run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
@@ -212,7 +271,7 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
           spent=round(tally.spent, 4), **counts)
     result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
                            exit_code=code, stopped=stop.reason, ledger=job.ledger_path,
-                           held=plan.held)
+                           held=plan.held, batch=batcher.summary() if batcher else None)
     if options.json:
         out(json.dumps(result, ensure_ascii=False, indent=2))
     else:

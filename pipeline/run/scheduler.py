@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -26,9 +25,8 @@ from pipeline.gateway import retry
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
 from pipeline.ledger.fingerprint import idempotency_key
-from pipeline.ledger.sidecar import write_sidecar
 from pipeline.ledger.store import Attempt, Ledger
-from pipeline.run.writer import write_outputs
+from pipeline.run.saving import save_answer
 from pipeline.task import Task
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
@@ -267,31 +265,9 @@ class Scheduler:
               code=getattr(exc, "code", None))
 
     async def _save(self, task: Task, fingerprint: str, answer: Answer, attempts: int) -> None:
-        cost = self.price(task, answer)
-        record: dict[str, Any] = {
-            "task_id": task.id, "fingerprint": fingerprint, "model": task.model,
-            "prompt": task.prompt, "request": dict(task.fields),
-            "inputs": [str(p) for p in task.images],
-            "mask": str(task.mask) if task.mask else None,
-            "usage": answer.usage, "revised_prompt": answer.revised_prompt,
-            "request_id": answer.request_id, "attempts": attempts, "cost": cost,
-            "finished_at": time.time(),
-        }
-
-        def write() -> tuple[list[Any], Any]:
-            outputs = write_outputs(task, answer.images, answer.formats)
-            record["outputs"] = [str(p) for p in outputs]
-            return outputs, write_sidecar(task, answer.formats[0], record)
-
-        # Disk writes (with fsync) go to a thread so the event loop keeps sending.
-        outputs, sidecar = await anyio.to_thread.run_sync(write, limiter=self.disk)
-        self.ledger.mark_succeeded(task.id, fingerprint, outputs, sidecar, usage=answer.usage,
-                                   cost=cost, request_id=answer.request_id)
-        event(logging.INFO, "task succeeded", id=task.id, attempts=attempts,
-              outputs=",".join(str(p) for p in outputs), cost=round(cost, 4))
-        self.tally.succeeded += 1
-        self.tally.wrote([str(p) for p in outputs])
-        self.tally.spent += cost
+        await save_answer(task, fingerprint, answer, attempts=attempts,
+                          cost=self.price(task, answer), ledger=self.ledger, tally=self.tally,
+                          disk=self.disk)
         max_cost = self.settings.max_cost
         if max_cost is not None and self.tally.spent >= max_cost:
             self.stop.set(f"the budget of {max_cost:g} is spent")

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from pipeline.errors import InputError
 from pipeline.ledger import store as ledger_mod
+from pipeline.ledger.batches import Batches
 from pipeline.ledger.store import Ledger, TaskRecord
 from pipeline.task import State
 
@@ -36,8 +37,13 @@ def status(manifest: Path, ledger: Path | None = None) -> dict[str, Any]:
              "attempts": r.attempts, "error": r.error_code or r.error_type}
             for r in book.records() if r.state in (State.FAILED, State.UNKNOWN)
         ]
+        batches = [{"id": b.id, "status": b.status, "total": b.total, "completed": b.completed,
+                    "failed": b.failed, "input_file_id": b.input_file_id,
+                    "created_at": b.created_at, "ended_at": b.ended_at,
+                    "collected": b.collected_at is not None, "provider": b.provider}
+                   for b in Batches(book).all()]
         return {"manifest": str(manifest), "counts": book.counts(),
-                "spent": round(book.spent(), 4), "failures": failures}
+                "spent": round(book.spent(), 4), "failures": failures, "batches": batches}
 
 
 def status_text(report: dict[str, Any]) -> str:
@@ -45,6 +51,13 @@ def status_text(report: dict[str, Any]) -> str:
     order = [s.value for s in State]
     line = ", ".join(f"{s} {counts[s]}" for s in order if counts.get(s))
     lines = [f"{report['manifest']}: {line or 'no tasks recorded'}; spent ${report['spent']:.2f}"]
+    for b in report.get("batches", []):
+        if b["status"] == "abandoned":
+            continue  # never created, or gone: its tasks went back to send
+        state = "collected" if b["collected"] else "waiting"
+        lines.append(f"  batch {b['id'] or '(being created)'}: {b['status']}, "
+                     f"{b['completed']} completed + {b['failed']} failed of {b['total']}; "
+                     f"{state}")
     for f in report["failures"]:
         kind = "unknown" if f["state"] == "unknown" else (
             "failed (terminal)" if f["terminal"] else "failed (will retry)")

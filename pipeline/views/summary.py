@@ -11,8 +11,10 @@ from pipeline.views.tally import Tally
 
 
 def build(manifest: Path, tally: Tally, plan: Plan, *, provider: str, exit_code: int,
-          stopped: str | None, ledger: Path, held: int = 0) -> dict[str, Any]:
-    """`held`: failed or unknown tasks this run's flags left unsent."""
+          stopped: str | None, ledger: Path, held: int = 0,
+          batch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`held`: failed or unknown tasks this run's flags left unsent. `batch`: what batch
+    mode submitted, collected, spent and saved (run/batch.py), when it played a part."""
     elapsed = tally.elapsed()
     reprocess = None
     if tally.failed or tally.unknown or held:
@@ -27,7 +29,7 @@ def build(manifest: Path, tally: Tally, plan: Plan, *, provider: str, exit_code:
         "succeeded": tally.succeeded,
         "failed": tally.failed,
         "unknown": tally.unknown,
-        "skipped": sum(plan.categories.values()) - tally.total,
+        "skipped": sum(plan.categories.values()) - tally.total - (batch or {}).get("batched", 0),
         "not_started": max(0, tally.total - tally.done),
         "held": held,
         "requests": tally.requests,
@@ -42,6 +44,7 @@ def build(manifest: Path, tally: Tally, plan: Plan, *, provider: str, exit_code:
         "outputs": tally.outputs,
         "reprocess": reprocess,
         "ledger": str(ledger),
+        "batch": batch,
     }
 
 
@@ -50,9 +53,14 @@ def text(s: dict[str, Any]) -> str:
         f"{s['manifest']}: {s['tasks']} tasks via {s['provider']}; "
         f"{s['sent']} to send, {s['skipped']} already done or held",
     ]
-    if s["sent"] == 0:
+    batch = _batch_lines(s["batch"]) if s.get("batch") else []
+    if batch and s["batch"]["batched"]:
+        lines[0] = lines[0].replace(" to send,", f" to send live, {s['batch']['batched']} "
+                                    "in batches,")
+    lines += batch
+    if s["sent"] == 0 and not batch:
         lines.append("nothing to send: every task is done (or held; see `imgedit status`)")
-    else:
+    elif s["sent"]:
         lines.append(
             f"succeeded {s['succeeded']}, failed {s['failed']}, unknown {s['unknown']}, "
             f"not started {s['not_started']} | {s['requests']} requests in {s['elapsed_s']:.1f}s "
@@ -78,3 +86,23 @@ def text(s: dict[str, Any]) -> str:
         lines.append(f"reprocess with: {s['reprocess']}")
     lines.append(f"ledger: {s['ledger']}")
     return "\n".join(lines)
+
+
+def _batch_lines(b: dict[str, Any]) -> list[str]:
+    lines = []
+    if b["batched"]:
+        lines.append(f"batch mode: {b['batched']} task(s) submitted in {b['batches_created']} "
+                     f"batch(es) at half price; {b['waiting']} task(s) wait in provider batches")
+    elif b["waiting"]:
+        lines.append(f"batch mode: {b['waiting']} task(s) wait in provider batches")
+    collected = b["collected"]
+    if collected:
+        done = ", ".join(f"{k} {v}" for k, v in sorted(collected.items()))
+        lines.append(f"collected from batches: {done} | spent ${b['spent']:.2f}, "
+                     f"batch mode saved ${b['saved']:.2f}")
+        more = collected.get("succeeded", 0) - len(b["outputs"])
+        lines.append("edited images from batches:" + "".join(f"\n  {p}" for p in b["outputs"])
+                     + (f"\n  ... and {more} more (see the ledger)" if more > 0 else ""))
+    if b["back_to_send"]:
+        lines.append(f"back to send: {b['back_to_send']} task(s) their batch never ran")
+    return lines

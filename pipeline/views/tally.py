@@ -19,6 +19,8 @@ class Tally:
     requests: int = 0
     possible_double_charges: int = 0  # attempts after an unknown outcome
     spent: float = 0.0
+    batched: int = 0  # tasks this run put into provider batches (answered later)
+    saved: float = 0.0  # what batch prices saved on the answers kept in this run
     retries_by_cause: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)  # first (id, reason) pairs
     outputs: list[str] = field(default_factory=list)  # first output paths written
