@@ -81,6 +81,22 @@ class Outcome:
                 "waiting": waiting, "outputs": kept.outputs, "notes": self.notes}
 
 
+def takes(task: Task, models: Models, provider: Provider, settings: Settings) -> bool:
+    """Does this task go into a batch: batch mode on, and both provider and model can?"""
+    spec = models.get(task.model)
+    return settings.batch and provider.batch and bool(spec and spec.batch)
+
+
+def estimator(models: Models, provider: Provider,
+              settings: Settings) -> Callable[[Task], float]:
+    """A task's estimated price: half the list price when it goes into a batch."""
+    def estimate(task: Task) -> float:
+        factor = PRICE_FACTOR if takes(task, models, provider, settings) else 1.0
+        return models.estimate(task) * factor
+
+    return estimate
+
+
 class Batcher:
     def __init__(self, *, models: Models, provider: Provider, settings: Settings,
                  ledger: Ledger, price: Callable[[Task, Answer], float],
@@ -95,18 +111,18 @@ class Batcher:
         self.kept = Tally()  # answers kept from batches (saving.py counts into it)
         self.outcome = Outcome()
         self.run_id = run_id
-        self.after_plan = False
+        self.after_plan = False  # tasks put back to send now wait for the next run
+        self.back_before_plan = 0
         self.disk = anyio.CapacityLimiter(4)
         self._api: BatchAPI | None = None
 
     # -- which tasks, at what price --
 
     def takes(self, task: Task) -> bool:
-        spec = self.models.get(task.model)
-        return self.settings.batch and self.provider.batch and bool(spec and spec.batch)
+        return takes(task, self.models, self.provider, self.settings)
 
     def estimate(self, task: Task) -> float:
-        return self.models.estimate(task) * (PRICE_FACTOR if self.takes(task) else 1.0)
+        return estimator(self.models, self.provider, self.settings)(task)
 
     def open_rows(self) -> list[BatchRow]:
         return [r for r in self.book.open() if r.provider == self.provider.name]
@@ -118,7 +134,8 @@ class Batcher:
     def problems(self) -> int:
         """Tasks this run's batch work left failed, unknown or unsent: exit 1."""
         c = self.outcome.collected
-        return c["failed"] + c["unknown"] + (self.outcome.back_to_send if self.after_plan else 0)
+        unsent = self.outcome.back_to_send - self.back_before_plan if self.after_plan else 0
+        return c["failed"] + c["unknown"] + unsent
 
     def _say(self, text: str) -> None:
         self.outcome.notes.append(text)
@@ -151,8 +168,10 @@ class Batcher:
             await self.collect(BatchAPI(session, self.provider, self.settings.timeout))
 
     async def collect(self, api: BatchAPI, *, wait: bool = False) -> None:
-        """Poll every open batch once (until all have ended, when `wait`)."""
+        """Poll every open batch once (until all have ended, when `wait`: after the plan)."""
         self._api = api
+        if wait and not self.after_plan:
+            self.after_plan, self.back_before_plan = True, self.outcome.back_to_send
         while True:
             for row in self.open_rows():
                 try:
@@ -168,7 +187,9 @@ class Batcher:
                 return
             if not self.quiet:
                 self._progress()
-            await anyio.sleep(max(0.05, POLL_SECONDS * retry.wait_scale()))
+            # The simulator's batches end in seconds; a provider's take minutes to hours.
+            every = 0.5 if self.provider.simulator is not None else POLL_SECONDS
+            await anyio.sleep(max(0.05, every * retry.wait_scale()))
 
     def _progress(self) -> None:
         for row in self.open_rows():

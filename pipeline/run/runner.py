@@ -9,6 +9,7 @@ then cancel. The key is handed to the client and to nothing else.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -164,12 +165,13 @@ def collect_batches(options: RunOptions) -> None:
             return
         with RunLock(job.ledger_path, manifest=job.manifest.path), \
                 Ledger.open(job.ledger_path) as ledger:
-            if not any(r.provider == job.provider.name for r in Batches(ledger).open()):
-                return
-            batcher = _batcher(job, ledger, options)
-            batcher.collect_now()
-            ledger.finish_run(batcher.run_id, EXIT_FAILED if batcher.problems else EXIT_OK,
-                              dict(batcher.outcome.collected))
+            # Each batch is collected from the provider it was sent to.
+            for name in sorted({r.provider for r in Batches(ledger).open()}):
+                provider = load_provider(config_dir(options.config), name, options.base_url)
+                batcher = _batcher(dataclasses.replace(job, provider=provider), ledger, options)
+                batcher.collect_now()
+                ledger.finish_run(batcher.run_id, EXIT_FAILED if batcher.problems else EXIT_OK,
+                                  dict(batcher.outcome.collected))
     except LockHeld:
         return
     except ImgeditError as exc:
@@ -182,15 +184,17 @@ def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
         path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
         with Ledger.open(path, recover=False) as ledger:
             _check(job, ledger)
-            plan = plan_only(job, ledger, options.selection, found=Found.COUNT)
+            plan = plan_only(job, ledger, options.selection, found=Found.COUNT,
+                             estimate=batch_mod.estimator(job.models, job.provider, job.settings))
     out(describe_plan(job, plan))
     return EXIT_OK
 
 
 def describe_plan(job: Job, plan: Plan) -> str:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(plan.categories.items())) or "no tasks"
+    prices = " at batch prices where a model can batch" if job.settings.batch else ""
     return (f"{job.manifest.path}: {sum(plan.categories.values())} tasks ({counts}); "
-            f"would send {plan.to_send}, estimated cost ${plan.estimate:.2f} "
+            f"would send {plan.to_send}, estimated cost ${plan.estimate:.2f}{prices} "
             f"via {job.provider.name}")
 
 
@@ -241,7 +245,6 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
             if batcher.wait and not scheduler.stop:
-                batcher.after_plan = True
                 await batcher.collect(api, wait=True)
     return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled,
                      batcher)

@@ -1,0 +1,252 @@
+"""Batch mode's whole lifecycle through the CLI, against `imgedit simulate` in its own process.
+
+Submit, exit, collect in a later run; kill -9 at each step of submitting and
+collecting (made exact by the simulator's holds, not by timers), then run
+again: no batch created twice, no task paid twice, each output written once.
+Expiry, partial failure with hostile lines, and a mixed manifest whose
+dall-e-2 tasks go live while the rest batch.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.config.models import Models
+from tests.conftest import Cli, tiny_image, wait_until, write_manifest
+from tests.run.batchsim import (
+    Sim,
+    batch_sim,  # noqa: F401  (a fixture)
+    cli_for,
+    job,
+    outputs,
+    query,
+    states,
+    wait_ended,
+)
+
+N = 6
+
+
+def run_json(cli: Cli, *args: str) -> tuple[int, dict]:
+    done = cli("run", "job.yaml", "--json", *args)
+    assert done.stdout.strip(), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def paid_once(sim: Sim, ids: list[str]) -> None:
+    """Every task's line ran exactly once at the provider: nothing paid twice."""
+    runs = sim.stats()["runs_by_custom_id"]
+    by_task = {}
+    for custom_id, count in runs.items():
+        by_task[custom_id.rpartition("@")[0]] = by_task.get(custom_id.rpartition("@")[0], 0) + count
+    assert by_task == {i: 1 for i in ids}
+
+
+def test_submit_exits_then_a_later_run_collects(cli: Cli, batch_sim: Sim, tmp_path: Path,
+                                                models: Models) -> None:
+    ids = job(tmp_path, N)
+    cli = cli_for(cli, batch_sim)
+    code, summary = run_json(cli)
+    assert code == 0, summary
+    assert summary["batch"]["batched"] == N and summary["batch"]["batches_created"] == 1
+    assert set(states(tmp_path).values()) == {"batched"}
+    assert outputs(tmp_path, ids) == {}
+    assert batch_sim.live_requests() == 0  # nothing went live
+
+    wait_ended(batch_sim)
+    code, summary = run_json(cli)
+    assert code == 0, summary
+    assert summary["batch"]["collected"] == {"succeeded": N}
+    assert set(states(tmp_path).values()) == {"succeeded"}
+    written = outputs(tmp_path, ids)
+    assert set(written) == set(ids)
+    sidecar = json.loads((tmp_path / "in" / "t00.edited.json").read_text())
+    assert sidecar["batch"].startswith("batch_") and sidecar["fingerprint"]
+    # Spend at the batch price: half of what the same usage costs live.
+    costs = dict(query(tmp_path, "SELECT id, cost FROM tasks"))
+    live = models.cost_from_usage("gpt-image-1", sidecar["usage"])
+    assert costs["t00"] == pytest.approx(live / 2)
+    assert summary["batch"]["saved"] == pytest.approx(sum(costs.values()), rel=1e-3)
+
+    code, summary = run_json(cli)  # a third run: nothing to do, nothing created
+    assert code == 0 and summary["sent"] == 0
+    assert batch_sim.stats()["batches_created"] == 1
+    assert outputs(tmp_path, ids) == written
+    paid_once(batch_sim, ids)
+    status = cli("status", "job.yaml")
+    assert "succeeded 6" in status.stdout and "completed + 0 failed of 6" in status.stdout
+
+
+def test_status_collects_ended_batches(cli: Cli, batch_sim: Sim, tmp_path: Path) -> None:
+    ids = job(tmp_path, 3)
+    cli = cli_for(cli, batch_sim)
+    assert cli("run", "job.yaml").returncode == 0
+    wait_ended(batch_sim)
+    done = cli("status", "job.yaml", "--json")
+    report = json.loads(done.stdout)
+    assert report["counts"]["succeeded"] == 3 and report["batches"][0]["collected"]
+    assert set(outputs(tmp_path, ids)) == set(ids)
+
+
+def test_wait_polls_until_every_batch_ended(cli: Cli, batch_sim: Sim, tmp_path: Path) -> None:
+    ids = job(tmp_path, N)
+    batch_sim.configure(seconds=1.0)
+    done = cli_for(cli, batch_sim)("run", "job.yaml", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert set(outputs(tmp_path, ids)) == set(ids)
+    assert "batch mode saved $" in done.stdout
+    assert "in_progress" in done.stderr or "validating" in done.stderr  # progress lines
+
+
+def kill_at(cli: Cli, sim: Sim, point: str, *args: str,
+            before_kill: Callable[[], bool] | None = None) -> None:
+    """Start a run, wait until the simulator holds it at `point`, kill -9 it, release."""
+    sim.hold(point)
+    proc = cli.popen("run", "job.yaml", *args)
+    try:
+        wait_until(lambda: sim.held(point) or proc.poll() is not None, f"a request at {point}")
+        assert proc.poll() is None, proc.communicate()
+        if before_kill:
+            wait_until(before_kill, "the run to get that far")
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+    finally:
+        sim.release()
+
+
+@pytest.mark.parametrize("point", ["files.create", "batches.create"])
+def test_kill_while_submitting_never_creates_a_second_batch(
+        cli: Cli, batch_sim: Sim, tmp_path: Path, point: str) -> None:
+    ids = job(tmp_path, N)
+    cli = cli_for(cli, batch_sim)
+    kill_at(cli, batch_sim, point)
+    assert set(states(tmp_path).values()) == {"batched"}  # the intent came first
+    created_by_killed_run = batch_sim.stats()["batches_created"]
+    assert created_by_killed_run == (1 if point == "batches.create" else 0)
+
+    code, summary = run_json(cli, "--wait")
+    assert code == 0, summary
+    assert batch_sim.stats()["batches_created"] == 1  # found again, or created once
+    assert set(states(tmp_path).values()) == {"succeeded"}
+    assert set(outputs(tmp_path, ids)) == set(ids)
+    paid_once(batch_sim, ids)
+    if point == "batches.create":
+        assert any("found batch" in note for note in summary["batch"]["notes"])
+
+
+def test_kill_in_the_middle_of_collecting(cli: Cli, batch_sim: Sim, tmp_path: Path) -> None:
+    ids = job(tmp_path, N)
+    cli = cli_for(cli, batch_sim)
+    assert cli("run", "job.yaml").returncode == 0
+    wait_ended(batch_sim)
+
+    def half_kept() -> bool:
+        return list(states(tmp_path).values()).count("succeeded") == N // 2
+
+    kill_at(cli, batch_sim, "files.content", before_kill=half_kept)
+    before = outputs(tmp_path, ids)
+    assert len(before) == N // 2
+
+    code, summary = run_json(cli)
+    assert code == 0, summary
+    assert summary["batch"]["collected"] == {"succeeded": N - N // 2}
+    after = outputs(tmp_path, ids)
+    assert set(after) == set(ids)
+    assert {i: after[i] for i in before} == before  # those kept before the kill: not rewritten
+    assert batch_sim.stats()["batches_created"] == 1
+    paid_once(batch_sim, ids)
+    attempts = dict(query(tmp_path, "SELECT id, attempts FROM tasks"))
+    assert set(attempts.values()) == {1}
+
+
+def test_an_expired_batch_sends_its_unfinished_tasks_again(cli: Cli, batch_sim: Sim,
+                                                            tmp_path: Path) -> None:
+    ids = job(tmp_path, N)
+    cli = cli_for(cli, batch_sim)
+    batch_sim.configure(seconds=0.2, expire=True)
+    code, summary = run_json(cli, "--wait")
+    assert code == 1  # half the tasks are not done
+    assert summary["batch"]["collected"] == {"succeeded": N // 2}
+    assert summary["batch"]["back_to_send"] == N - N // 2
+    assert list(states(tmp_path).values()).count("pending") == N - N // 2
+
+    batch_sim.configure(seconds=0.2)
+    code, summary = run_json(cli, "--wait")
+    assert code == 0, summary
+    assert summary["batch"]["batched"] == N - N // 2
+    assert set(outputs(tmp_path, ids)) == set(ids)
+    assert batch_sim.stats()["batches_created"] == 2
+    paid_once(batch_sim, ids)
+
+
+def test_failed_unknown_and_hostile_lines(cli: Cli, batch_sim: Sim, tmp_path: Path) -> None:
+    ids = job(tmp_path, 4)
+    extra = "".join(f"  - id: {name}\n    images: in/t0{i}.png\n    prompt: {word} please\n"
+                    f"    output: \"{{dir}}/{name}.{{ext}}\"\n"
+                    for i, (name, word) in enumerate([("refused", "FAILME"),
+                                                      ("hostile", "HOSTILE")]))
+    write_manifest(tmp_path, (tmp_path / "job.yaml").read_text() + extra)
+    batch_sim.configure(seconds=0.2, fail="FAILME", hostile="HOSTILE", unknown_custom_id=True)
+    code, summary = run_json(cli_for(cli, batch_sim), "--wait")
+    assert code == 1
+    assert summary["batch"]["collected"] == {"succeeded": 4, "failed": 2}
+    assert any("unknown custom_id" in note for note in summary["batch"]["notes"])
+    rows = {r[0]: r[1:] for r in query(
+        tmp_path, "SELECT id, state, terminal, error_code, reason FROM tasks")}
+    assert rows["refused"][:3] == ("failed", 1, "moderation_blocked")
+    assert rows["hostile"][:2] == ("failed", 0) and "not an image" in rows["hostile"][3]
+    assert not list(tmp_path.glob("in/hostile.*"))
+    assert set(outputs(tmp_path, ids)) == set(ids)
+    status = cli("status", "job.yaml").stdout
+    assert "refused: failed (terminal)" in status and "hostile: failed (will retry)" in status
+
+
+def test_mixed_manifest_dalle2_goes_live_the_rest_batches(cli: Cli, batch_sim: Sim,
+                                                          tmp_path: Path) -> None:
+    ids = job(tmp_path, 3)
+    tiny_image(tmp_path / "sq" / "d0.png", (10, 20, 30))
+    tiny_image(tmp_path / "sq" / "d1.png", (30, 20, 10))
+    extra = "".join(f"  - id: {d}\n    images: sq/{d}.png\n    prompt: Make it blue\n"
+                    "    model: dall-e-2\n    quality: standard\n" for d in ("d0", "d1"))
+    write_manifest(tmp_path, (tmp_path / "job.yaml").read_text() + extra)
+    code, summary = run_json(cli_for(cli, batch_sim), "--wait")
+    assert code == 0, summary
+    assert summary["succeeded"] == 2 and summary["batch"]["batched"] == 3
+    assert batch_sim.live_requests() == 2  # exactly the dall-e-2 tasks went live
+    assert set(batch_sim.stats()["runs_by_custom_id"]) == {
+        c for c in batch_sim.stats()["runs_by_custom_id"] if c.split("@")[0] in ids}
+    assert set(states(tmp_path).values()) == {"succeeded"}
+    costs = dict(query(tmp_path, "SELECT id, cost FROM tasks"))
+    assert costs["d0"] == pytest.approx(0.02)  # dall-e-2 1024x1024 at the live price
+
+
+def test_max_cost_and_estimate_count_batch_prices(cli: Cli, batch_sim: Sim,
+                                                  tmp_path: Path) -> None:
+    job(tmp_path, 4)  # 4 x $0.011 live = $0.044; $0.022 at batch prices
+    cli = cli_for(cli, batch_sim)
+    dry = cli("run", "job.yaml", "--dry-run")
+    assert "estimated cost $0.02 at batch prices" in dry.stdout
+    write_manifest(tmp_path, (tmp_path / "job.yaml").read_text().replace(", batch: true", ""))
+    refused = cli("run", "job.yaml", "--max-cost", "0.03")
+    assert refused.returncode == 2 and "above --max-cost" in refused.stderr
+    code, summary = run_json(cli, "--max-cost", "0.03", "--batch")
+    assert code == 0 and summary["batch"]["batched"] == 4
+
+
+def test_a_provider_without_a_batch_api_is_refused(cli: Cli, tmp_path: Path) -> None:
+    job(tmp_path, 1)
+    done = cli("run", "job.yaml", "--provider", "wenwen")
+    assert done.returncode == 2 and "has no Batch API" in done.stderr
+
+
+def test_in_process_simulator_waits_for_its_batches(cli: Cli, tmp_path: Path) -> None:
+    ids = job(tmp_path, 3)
+    code, summary = run_json(cli)  # provider simulator, started in this run
+    assert code == 0, summary
+    assert summary["batch"]["collected"] == {"succeeded": 3}
+    assert set(outputs(tmp_path, ids)) == set(ids)
