@@ -183,8 +183,8 @@ def test_unknown_records_and_listings(ledger: Ledger, tmp_path: Path) -> None:
         "b": ("fp-b", State.UNKNOWN, False, []),
         "c": ("fp-c", State.SUCCEEDED, False, [str(tmp_path / "c.png")]),
     }
-    assert ledger.counts() == {"pending": 0, "submitted": 1, "succeeded": 1, "failed": 0,
-                               "unknown": 1}
+    assert ledger.counts() == {"pending": 0, "submitted": 1, "batched": 0, "succeeded": 1,
+                               "failed": 0, "unknown": 1}
     record = ledger.get("b")
     assert record is not None and record.reason == "read timeout after upload"
     assert ledger.get("missing") is None

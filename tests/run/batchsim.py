@@ -17,8 +17,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import ROOT, TEST_KEY, Cli, tiny_image, wait_until, write_manifest
 
 
@@ -61,8 +59,8 @@ class Sim:
         return int(self.call("GET", "/_sim/stats")["requests"])
 
 
-@pytest.fixture
-def batch_sim() -> Iterator[Sim]:
+def standalone() -> Iterator[Sim]:
+    """`imgedit simulate --port 0` until the generator closes (a fixture's body)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "simulate", "--port", "0"], cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PYTHONPATH": str(ROOT),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +20,21 @@ from pipeline.config.models import Models
 from tests.conftest import Cli, tiny_image, wait_until, write_manifest
 from tests.run.batchsim import (
     Sim,
-    batch_sim,  # noqa: F401  (a fixture)
     cli_for,
     job,
     outputs,
     query,
+    standalone,
     states,
     wait_ended,
 )
 
 N = 6
+
+
+@pytest.fixture
+def batch_sim() -> Iterator[Sim]:
+    yield from standalone()
 
 
 def run_json(cli: Cli, *args: str) -> tuple[int, dict]:
@@ -119,6 +124,7 @@ def kill_at(cli: Cli, sim: Sim, point: str, *args: str,
         sim.release()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["files.create", "batches.create"])
 def test_kill_while_submitting_never_creates_a_second_batch(
         cli: Cli, batch_sim: Sim, tmp_path: Path, point: str) -> None:
@@ -139,6 +145,7 @@ def test_kill_while_submitting_never_creates_a_second_batch(
         assert any("found batch" in note for note in summary["batch"]["notes"])
 
 
+@pytest.mark.slow
 def test_kill_in_the_middle_of_collecting(cli: Cli, batch_sim: Sim, tmp_path: Path) -> None:
     ids = job(tmp_path, N)
     cli = cli_for(cli, batch_sim)
