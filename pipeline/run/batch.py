@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import signal
 import sys
 import time
 from collections import Counter
@@ -115,6 +116,7 @@ class Batcher:
         self.back_before_plan = 0
         self.disk = anyio.CapacityLimiter(4)
         self._api: BatchAPI | None = None
+        self._shown: dict[str, str] = {}  # token -> the progress line last printed
 
     # -- which tasks, at what price --
 
@@ -183,20 +185,50 @@ class Batcher:
                               "the next run tries again")
                     if wait:
                         raise RunAborted(f"--wait: {exc}") from exc
-            if not wait or not self.open_rows():
+            if not wait or not [r for r in self.open_rows() if r.endpoint == str(api.base)]:
                 return
             if not self.quiet:
-                self._progress()
+                self._progress(str(api.base))
             # The simulator's batches end in seconds; a provider's take minutes to hours.
             every = 0.5 if self.provider.simulator is not None else POLL_SECONDS
             await anyio.sleep(max(0.05, every * retry.wait_scale()))
 
-    def _progress(self) -> None:
+    def _progress(self, endpoint: str) -> None:
+        """One line per open batch of this gateway, when it has moved since the last poll."""
         for row in self.open_rows():
-            print(f"batch {row.id}: {row.status}, {row.completed + row.failed}/{row.total} done"
-                  f" ({row.failed} failed)", file=sys.stderr, flush=True)
+            if row.endpoint != endpoint:
+                continue
+            text = (f"batch {row.id}: {row.status}, {row.completed + row.failed}/{row.total} "
+                    f"done ({row.failed} failed)")
+            if self._shown.get(row.token) != text:
+                self._shown[row.token] = text
+                print(text, file=sys.stderr, flush=True)
+
+    async def wait_all(self, api: BatchAPI, signalled: list[signal.Signals]) -> None:
+        """--wait: collect until every batch has ended. SIGINT/SIGTERM stop the waiting (the
+        batches stay open, for the next run); an answer being kept is kept whole."""
+        async with anyio.create_task_group() as group:
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        signalled.append(signal.Signals(signum))
+                        self._say(f"{signal.Signals(signum).name}: stopped waiting; the next "
+                                  "run collects the batches still open")
+                        group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            await self.collect(api, wait=True)
+            group.cancel_scope.cancel()
 
     async def _poll(self, api: BatchAPI, row: BatchRow) -> None:
+        if row.endpoint != str(api.base):
+            # Asking another gateway about it could only answer "unknown": and sending its
+            # tasks again could pay for them twice. It waits for a run against its gateway.
+            if row.token not in self._shown:
+                self._shown[row.token] = "elsewhere"
+                self._say(f"batch {row.id or row.token}: sent to {row.endpoint}, not to "
+                          f"{api.base}; a run against that gateway collects it")
+            return
         if row.id is None:
             await self._recover(api, row)
             return
@@ -272,7 +304,8 @@ class Batcher:
             self._fail(task_id, fp, batch_id, RequestError(
                 f"the task left the manifest before batch {batch_id} answered it"), result)
         elif result.status == 200:
-            await self._keep(task, fp, batch_id, result)
+            with anyio.CancelScope(shield=True):  # a paid answer is kept whole, or not begun
+                await self._keep(task, fp, batch_id, result)
         elif result.error is not None:
             self._fail(task_id, fp, batch_id, result.error, result)
         else:  # never ran (batch_expired, cancelled): back to send

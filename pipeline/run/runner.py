@@ -159,10 +159,14 @@ def _batcher(job: Job, ledger: Ledger, options: RunOptions) -> batch_mod.Batcher
 def collect_batches(options: RunOptions) -> None:
     """`imgedit status`: collect ended batches first, unless a run holds the lock (it will).
     Status must show even when collecting cannot happen: a problem here is a warning."""
+    path = options.ledger or ledger_mod.default_path(options.manifest.resolve())
+    if not path.exists():
+        return
+    with Ledger.open(path, recover=False) as peek:  # the common case: nothing to collect
+        if not Batches(peek).open():
+            return
     try:
         job = prepare(options)
-        if not job.ledger_path.exists():
-            return
         with RunLock(job.ledger_path, manifest=job.manifest.path), \
                 Ledger.open(job.ledger_path) as ledger:
             # Each batch is collected from the provider it was sent to.
@@ -244,8 +248,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
-            if batcher.wait and not scheduler.stop:
-                await batcher.collect(api, wait=True)
+            if batcher.wait and not scheduler.stop and not signalled:
+                await batcher.wait_all(api, signalled)
     return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled,
                      batcher)
 

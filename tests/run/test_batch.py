@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,8 +38,8 @@ def batch_sim() -> Iterator[Sim]:
     yield from standalone()
 
 
-def run_json(cli: Cli, *args: str) -> tuple[int, dict]:
-    done = cli("run", "job.yaml", "--json", *args)
+def run_json(cli: Cli, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
+    done = cli("run", "job.yaml", "--json", *args, env=env)
     assert done.stdout.strip(), done.stderr
     return done.returncode, json.loads(done.stdout)
 
@@ -257,3 +258,67 @@ def test_in_process_simulator_waits_for_its_batches(cli: Cli, tmp_path: Path) ->
     assert code == 0, summary
     assert summary["batch"]["collected"] == {"succeeded": 3}
     assert set(outputs(tmp_path, ids)) == set(ids)
+
+
+def test_a_cancelled_batch_puts_its_unrun_tasks_back_to_send(cli: Cli, batch_sim: Sim,
+                                                            tmp_path: Path) -> None:
+    ids = job(tmp_path, N)
+    cli = cli_for(cli, batch_sim)
+    batch_sim.configure(seconds=30)
+    assert cli("run", "job.yaml").returncode == 0
+    (batch,) = batch_sim.batches()
+    batch_sim.call("POST", f"/v1/batches/{batch['id']}/cancel")
+    wait_ended(batch_sim)
+    ran = batch_sim.stats()["lines_run"]
+    assert ran < N
+
+    batch_sim.configure(seconds=0.2)
+    code, summary = run_json(cli, "--wait")  # collects, then sends the rest in a new batch
+    assert code == 0, summary
+    assert summary["batch"]["back_to_send"] == N - ran
+    assert summary["batch"]["batched"] == N - ran
+    assert set(outputs(tmp_path, ids)) == set(ids)
+    assert batch_sim.stats()["batches_created"] == 2
+    paid_once(batch_sim, ids)
+
+
+def test_a_batch_sent_to_another_gateway_is_left_alone(cli: Cli, batch_sim: Sim,
+                                                       tmp_path: Path) -> None:
+    ids = job(tmp_path, 3)
+    cli = cli_for(cli, batch_sim)
+    assert cli("run", "job.yaml").returncode == 0
+    wait_ended(batch_sim)
+    elsewhere = batch_sim.url.replace("127.0.0.1", "localhost")
+    code, summary = run_json(cli, env={"IMGEDIT_BASE_URL": elsewhere})
+    assert code == 0, summary
+    assert any("a run against that gateway collects it" in n for n in summary["batch"]["notes"])
+    assert set(states(tmp_path).values()) == {"batched"}  # not sent again, not given up
+    assert batch_sim.stats()["batches_created"] == 1 and batch_sim.live_requests() == 0
+    code, summary = run_json(cli)
+    assert summary["batch"]["collected"] == {"succeeded": 3}
+    assert set(outputs(tmp_path, ids)) == set(ids)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_waiting_leaves_the_batch_for_the_next_run(cli: Cli, batch_sim: Sim,
+                                                               tmp_path: Path) -> None:
+    ids = job(tmp_path, N)
+    cli = cli_for(cli, batch_sim)
+    batch_sim.configure(seconds=3)
+    proc = cli.popen("run", "job.yaml", "--wait")
+    def waiting() -> bool:  # a status only a poll of the waiting loop records
+        try:
+            return bool(query(tmp_path, "SELECT id FROM batches WHERE status = 'in_progress'"))
+        except sqlite3.OperationalError:  # the ledger is being created
+            return False
+
+    wait_until(waiting, "the run to wait")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    wait_ended(batch_sim)
+    code, summary = run_json(cli)
+    assert code == 0 and summary["batch"]["collected"] == {"succeeded": N}
+    assert set(outputs(tmp_path, ids)) == set(ids)
+    paid_once(batch_sim, ids)

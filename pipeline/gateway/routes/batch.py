@@ -175,6 +175,10 @@ async def decode_answer(gateway: Gateway, body: bytes, request_id: str | None) -
         raise
     except RecursionError as exc:
         raise BadResponse("the answer nests too deep to read") from exc
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        # An item that is not an object, a field of the wrong type: a failed answer of
+        # this task, never a crash of the collection.
+        raise BadResponse(f"the answer has the wrong shape: {exc}") from exc
 
 
 def check_batch(payload: Any) -> dict[str, Any]:
@@ -264,7 +268,8 @@ class BatchAPI:
             for item in data:
                 if not isinstance(item, dict):
                     continue
-                if (item.get("metadata") or {}).get(TOKEN_KEY) == token:
+                metadata = item.get("metadata")
+                if isinstance(metadata, dict) and metadata.get(TOKEN_KEY) == token:
                     return check_batch(item)
                 if isinstance(item.get("created_at"), int) and item["created_at"] < since:
                     return None  # older than our intent: it cannot be there
