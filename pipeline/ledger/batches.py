@@ -127,6 +127,11 @@ class Batches:
                                 (token, State.BATCHED.value))
         return dict(rows)
 
+    def members(self, token: str) -> dict[str, str]:
+        """task id -> fingerprint of every task sent in this batch, waiting or not."""
+        return dict(self._db.execute("SELECT id, fingerprint FROM tasks WHERE batch = ?",
+                                     (token,)))
+
     def open(self) -> list[BatchRow]:
         """Batches not yet collected, oldest first."""
         return list(self._rows("WHERE collected_at IS NULL"))

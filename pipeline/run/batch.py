@@ -181,10 +181,11 @@ class Batcher:
                 except RequestError as exc:
                     if retry.classify(exc) is retry.Verdict.FATAL:
                         raise RunAborted(f"the provider refused to show batches: {exc}") from exc
-                    self._say(f"batch {row.id or row.token}: cannot poll it now ({exc}); "
-                              "the next run tries again")
-                    if wait:
-                        raise RunAborted(f"--wait: {exc}") from exc
+                    text = (f"batch {row.id or row.token}: cannot poll it now ({exc}); "
+                            f"{'polling again' if wait else 'the next run tries again'}")
+                    if self._shown.get(row.token) != text:
+                        self._shown[row.token] = text
+                        self._say(text)
             if not wait or not [r for r in self.open_rows() if r.endpoint == str(api.base)]:
                 return
             if not self.quiet:
@@ -264,16 +265,19 @@ class Batcher:
             await self._collect(api, row.token, found)
 
     async def _collect(self, api: BatchAPI, token: str, info: dict[str, Any]) -> None:
-        waiting = self.book.waiting(token)
+        waiting, members = self.book.waiting(token), self.book.members(token)
         tasks = {t.id: t for t in self.tasks() if t.id in waiting}
-        unknown, before = 0, Counter(self.outcome.collected)
+        lines, before = Counter[str](), Counter(self.outcome.collected)
         for file_id in (info.get("output_file_id"), info.get("error_file_id")):
             if file_id:
                 async for raw in api.lines(file_id):
-                    unknown += not await self._line(raw, info["id"], waiting, tasks)
-        if unknown:
-            self._say(f"batch {info['id']}: {unknown} line(s) for no task waiting in it "
-                      "(unknown custom_id, or unreadable): skipped")
+                    lines[await self._line(raw, info["id"], waiting, members, tasks)] += 1
+        if lines["kept before"]:
+            self._say(f"batch {info['id']}: {lines['kept before']} line(s) already kept by a "
+                      "run that stopped while collecting: skipped")
+        if lines["unknown"]:
+            self._say(f"batch {info['id']}: {lines['unknown']} line(s) for no task of this "
+                      "batch (unknown custom_id, or unreadable): skipped")
         left = self.book.waiting(token)
         if info["status"] == "completed":  # every line should have come: those missing may
             for task_id, fp in left.items():  # have been billed
@@ -291,12 +295,15 @@ class Batcher:
                   f"{len(left)} not run")
 
     async def _line(self, raw: bytes, batch_id: str, waiting: dict[str, str],
-                    tasks: dict[str, Task]) -> bool:
-        """Keep one line's result; False when it belongs to no task waiting in this batch."""
+                    members: dict[str, str], tasks: dict[str, Task]) -> str:
+        """Keep one line's result; say what the line was: "kept", "kept before" (a task of
+        this batch no longer waiting) or "unknown" (no task of this batch, or unreadable)."""
         result = read_line(raw)
         ids = split_custom_id(result.custom_id) if result else None
-        if result is None or ids is None or waiting.get(ids[0]) != ids[1]:
-            return False
+        if result is None or ids is None or members.get(ids[0]) != ids[1]:
+            return "unknown"
+        if waiting.get(ids[0]) != ids[1]:
+            return "kept before"
         task_id, fp = ids
         del waiting[task_id]  # a second line for it is skipped
         task = tasks.get(task_id)
@@ -312,7 +319,7 @@ class Batcher:
             self.book.back_to_send(task_id, fp, f"batch {batch_id}: {result.code}: "
                                    f"{result.message}; sending again")
             self.outcome.back_to_send += 1
-        return True
+        return "kept"
 
     async def _keep(self, task: Task, fp: str, batch_id: str, result: LineResult) -> None:
         assert result.body is not None

@@ -163,6 +163,7 @@ def test_kill_in_the_middle_of_collecting(cli: Cli, batch_sim: Sim, tmp_path: Pa
     code, summary = run_json(cli)
     assert code == 0, summary
     assert summary["batch"]["collected"] == {"succeeded": N - N // 2}
+    assert any(f"{N // 2} line(s) already kept" in n for n in summary["batch"]["notes"])
     after = outputs(tmp_path, ids)
     assert set(after) == set(ids)
     assert {i: after[i] for i in before} == before  # those kept before the kill: not rewritten
