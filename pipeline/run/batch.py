@@ -61,6 +61,7 @@ from pipeline.views.logs import event
 from pipeline.views.tally import Tally
 
 POLL_SECONDS = 30.0  # between polls of open batches under --wait
+IN_PROCESS = "in-process simulator "  # the endpoint's prefix for its batches
 LOOK_BACK = 600  # seconds of clock skew allowed when looking for a batch by its token
 
 
@@ -156,11 +157,15 @@ class Batcher:
     def collect_now(self) -> None:
         """Before the plan: collect what has ended (own session; nothing if nothing open)."""
         rows = self.open_rows()
-        if self.provider.base_url is None:  # the in-process simulator of an earlier run
+        if self.provider.base_url is None:  # this run's simulator is not started yet
             for row in rows:
-                back = self.book.abandon(row.token, "its batch was on an in-process simulator "
-                                         "that ended with its run; sending again")
-                self.outcome.back_to_send += back
+                if (row.endpoint or "").startswith(IN_PROCESS):  # ended with its run
+                    back = self.book.abandon(row.token, "its batch was on an in-process "
+                                             "simulator that ended with its run; sending again")
+                    self.outcome.back_to_send += back
+                else:
+                    self._say(f"batch {row.id or row.token}: sent to {row.endpoint}; a run "
+                              "against that gateway (--base-url) collects it")
             return
         if rows:
             anyio.run(self._collect_in_session)
@@ -186,13 +191,18 @@ class Batcher:
                     if self._shown.get(row.token) != text:
                         self._shown[row.token] = text
                         self._say(text)
-            if not wait or not [r for r in self.open_rows() if r.endpoint == str(api.base)]:
+            if not wait or not [r for r in self.open_rows() if r.endpoint == self._endpoint(api)]:
                 return
             if not self.quiet:
-                self._progress(str(api.base))
+                self._progress(self._endpoint(api))
             # The simulator's batches end in seconds; a provider's take minutes to hours.
             every = 0.5 if self.provider.simulator is not None else POLL_SECONDS
             await anyio.sleep(max(0.05, every * retry.wait_scale()))
+
+    def _endpoint(self, api: BatchAPI) -> str:
+        """Where a batch lives. The in-process simulator's batches end with their run: they
+        are marked so, and no later run mistakes a standalone gateway's batch for one."""
+        return f"{IN_PROCESS}{api.base}" if self.provider.base_url is None else str(api.base)
 
     def _progress(self, endpoint: str) -> None:
         """One line per open batch of this gateway, when it has moved since the last poll."""
@@ -222,7 +232,7 @@ class Batcher:
             group.cancel_scope.cancel()
 
     async def _poll(self, api: BatchAPI, row: BatchRow) -> None:
-        if row.endpoint != str(api.base):
+        if row.endpoint != self._endpoint(api):
             # Asking another gateway about it could only answer "unknown": and sending its
             # tasks again could pay for them twice. It waits for a run against its gateway.
             if row.token not in self._shown:
@@ -390,7 +400,8 @@ class Batcher:
 
     async def _create(self, api: BatchAPI, path: Path, tasks: list[tuple[Task, str]]) -> None:
         token = secrets.token_hex(16)
-        count = self.book.intend(token, self.provider.name, str(api.base), self.run_id, tasks)
+        count = self.book.intend(token, self.provider.name, self._endpoint(api), self.run_id,
+                                 tasks)
         try:
             file_id = await api.upload(path, "batch")
             self.book.uploaded(token, file_id)
