@@ -114,13 +114,15 @@ def validate(manifest: Path, config: str | None, ledger: Path | None) -> None:
 @_config_option
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def status(manifest: Path, config: str | None, ledger: Path | None, as_json: bool) -> None:
+@click.option("--base-url", metavar="URL", help="The gateway its batches are collected from.")
+def status(manifest: Path, config: str | None, ledger: Path | None, as_json: bool,
+           base_url: str | None) -> None:
     """Counts by state, batches in flight, and each failed task with its reason."""
     from pipeline.views import status as ledger_status
 
     def show() -> int:
         runner.collect_batches(runner.RunOptions(manifest=manifest, config=config, ledger=ledger,
-                                                 quiet=as_json))
+                                                 base_url=base_url, quiet=as_json))
         report = ledger_status.status(manifest, ledger)
         click.echo(json.dumps(report, ensure_ascii=False, indent=2) if as_json
                    else ledger_status.status_text(report))

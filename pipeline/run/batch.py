@@ -165,7 +165,7 @@ class Batcher:
                     self.outcome.back_to_send += back
                 else:
                     self._say(f"batch {row.id or row.token}: sent to {row.endpoint}; a run "
-                              "against that gateway (--base-url) collects it")
+                              "against that gateway (--base-url or IMGEDIT_BASE_URL) collects it")
             return
         if rows:
             anyio.run(self._collect_in_session)

@@ -296,7 +296,7 @@ def test_a_batch_sent_to_another_gateway_is_left_alone(cli: Cli, batch_sim: Sim,
     assert set(states(tmp_path).values()) == {"batched"}  # not sent again, not given up
     assert batch_sim.stats()["batches_created"] == 1 and batch_sim.live_requests() == 0
     del cli.env["IMGEDIT_BASE_URL"]  # the in-process simulator: it must not take them for its own
-    assert "(--base-url) collects it" in cli("status", "job.yaml").stderr
+    assert "(--base-url or IMGEDIT_BASE_URL) collects it" in cli("status", "job.yaml").stderr
     code, summary = run_json(cli)
     assert code == 0 and summary["sent"] == 0
     assert set(states(tmp_path).values()) == {"batched"}
