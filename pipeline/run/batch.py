@@ -296,7 +296,7 @@ class Batcher:
                 self.outcome.collected["unknown"] += 1
         elif left:
             back = self.book.unbatch(token, f"batch {info['id']} {info['status']} before "
-                                     "running it; sending again")
+                                     f"running it{_first_error(info)}; sending again")
             self.outcome.back_to_send += back
         self.book.collected(token)
         c = self.outcome.collected - before
@@ -422,3 +422,11 @@ class Batcher:
         self.outcome.batched += count
         self._say(f"batch {info['id']}: {count} task(s) submitted ({info['status']}); "
                   "`imgedit run` or `imgedit status` collects it once it has ended")
+
+
+def _first_error(info: dict[str, Any]) -> str:
+    """A failed batch's first validation error, as the provider gave it (bounded)."""
+    errors = info.get("errors")
+    data = errors.get("data") if isinstance(errors, dict) else None
+    first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+    return f" ({str(first.get('message'))[:200]})" if first else ""

@@ -4,11 +4,13 @@ Owns the line (`{"custom_id", "method": "POST", "url": "/v1/images/edits",
 "body"}` with a JSON edit body: images and mask as `image_url` data URLs, or
 as uploaded file ids when an image is large), the `custom_id` (task id and
 fingerprint), splitting input files at 50,000 lines and 200 MB, and the
-calls: upload a file, create / retrieve / list / cancel a batch, stream a
-file's lines. Every answer is parsed and bounded here: a batch object with
-wrong types, a line that is not JSON, a line longer than any answer could be,
-is a BadResponse or a skipped line, never a crash. Answers inside output
-lines are decoded by `decode_answer`, the one door to the live answer's checks.
+calls: upload a file, create / retrieve / list batches, stream a file's
+lines (nothing here cancels a batch: the provider's dashboard does, and the
+next run sends again what it never ran). Every answer is parsed and bounded
+here: a batch object with wrong types, a line that is not JSON, a line longer
+than any answer could be, is a BadResponse or a skipped line, never a crash.
+Answers inside output lines are decoded by `decode_answer`, the one door to the
+live answer's checks.
 
 It never records anything and never decides what to do with a result: that is
 run/batch.py's.
@@ -251,9 +253,6 @@ class BatchAPI:
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
         return check_batch(await self._call("GET", f"/batches/{batch_id}"))
-
-    async def cancel(self, batch_id: str) -> dict[str, Any]:
-        return check_batch(await self._call("POST", f"/batches/{batch_id}/cancel"))
 
     async def find(self, token: str, since: int, max_pages: int = 100) -> dict[str, Any] | None:
         """The batch whose metadata carries `token`, looking back (newest first) to batches
