@@ -8,13 +8,11 @@ between leaves a `submitting` row; the next run lists the provider's batches,
 finds the one carrying the token and records it, or, when there is none,
 puts the tasks back to send. A batch is never created twice for one task.
 
-Collecting (every run and `status`, before anything else): each open batch is
-retrieved; once it has ended, its output lines are matched by custom_id (in
-any order) and kept like live answers (saving.py: outputs, sidecar, ledger,
-spend at the batch price); its error lines are failures classified like live
-errors; tasks a batch never ran (expired, cancelled) go back to send. A line
-for a task that is not waiting in that batch — unknown, or already kept
-before a crash — is skipped, so no output is written twice.
+Polling (every run and `status`, before anything else): each open batch is
+retrieved; once it has ended, collecting.py keeps its lines. `--wait` polls
+until every batch of this gateway has ended. A batch lives on the gateway that
+created it: a run against another base URL leaves it alone, and the
+in-process simulator's batches (marked so) are given up by the next run.
 
 It never sends a live request (the scheduler does) and never decides which
 tasks run (the plan does): it is handed the tasks the plan chose.
@@ -22,14 +20,10 @@ tasks run (the plan does): it is handed the tasks the plan chose.
 
 from __future__ import annotations
 
-import logging
 import secrets
 import signal
 import sys
-import time
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,48 +33,24 @@ import anyio
 
 from pipeline.config.models import Models
 from pipeline.config.settings import Provider, Settings
-from pipeline.errors import BadResponse, RequestError, RunAborted, StatusError
+from pipeline.errors import RequestError, RunAborted, StatusError
 from pipeline.gateway import retry
-from pipeline.gateway.client import Answer, Gateway
+from pipeline.gateway.client import Answer
 from pipeline.gateway.routes.batch import (
     PRICE_FACTOR,
     TOKEN_KEY,
     BatchAPI,
     InputFiles,
-    LineResult,
-    decode_answer,
-    read_line,
     scratch_folder,
-    split_custom_id,
 )
 from pipeline.ledger.batches import ENDED, Batches, BatchRow
-from pipeline.ledger.store import Attempt, Ledger
-from pipeline.run.saving import save_answer
+from pipeline.ledger.store import Ledger
+from pipeline.run.collecting import Collector, Outcome
 from pipeline.task import State, Task
-from pipeline.views.logs import event
-from pipeline.views.tally import Tally
 
 POLL_SECONDS = 30.0  # between polls of open batches under --wait
 IN_PROCESS = "in-process simulator "  # the endpoint's prefix for its batches
 LOOK_BACK = 600  # seconds of clock skew allowed when looking for a batch by its token
-
-
-@dataclass
-class Outcome:
-    """What batch mode did in this run, for the summary."""
-
-    batches_created: int = 0
-    batched: int = 0
-    collected: Counter[str] = field(default_factory=Counter)  # succeeded, failed, ...
-    back_to_send: int = 0
-    saved: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self, kept: Tally, waiting: int) -> dict[str, Any]:
-        return {"batches_created": self.batches_created, "batched": self.batched,
-                "collected": dict(self.collected), "back_to_send": self.back_to_send,
-                "spent": round(kept.spent, 4), "saved": round(self.saved, 4),
-                "waiting": waiting, "outputs": kept.outputs, "notes": self.notes}
 
 
 def takes(task: Task, models: Models, provider: Provider, settings: Settings) -> bool:
@@ -110,13 +80,12 @@ class Batcher:
         self.quiet = quiet
         # The in-process simulator ends with this process, and its batches with it.
         self.wait = wait or (settings.batch and provider.base_url is None)
-        self.kept = Tally()  # answers kept from batches (saving.py counts into it)
         self.outcome = Outcome()
         self.run_id = run_id
+        self.collector = Collector(ledger=ledger, price=price, tasks=tasks,
+                                   outcome=self.outcome, run_id=run_id, say=self._say)
         self.after_plan = False  # tasks put back to send now wait for the next run
         self.back_before_plan = 0
-        self.disk = anyio.CapacityLimiter(4)
-        self._api: BatchAPI | None = None
         self._shown: dict[str, str] = {}  # token -> the progress line last printed
 
     # -- which tasks, at what price --
@@ -150,7 +119,7 @@ class Batcher:
         o = self.outcome
         if not (self.settings.batch or o.collected or o.back_to_send or o.notes):
             return None
-        return o.as_dict(self.kept, self.waiting())
+        return o.as_dict(self.collector.kept, self.waiting())
 
     # -- collecting --
 
@@ -176,7 +145,6 @@ class Batcher:
 
     async def collect(self, api: BatchAPI, *, wait: bool = False) -> None:
         """Poll every open batch once (until all have ended, when `wait`: after the plan)."""
-        self._api = api
         if wait and not self.after_plan:
             self.after_plan, self.back_before_plan = True, self.outcome.back_to_send
         while True:
@@ -255,7 +223,7 @@ class Batcher:
             return
         self.book.update(row.token, info)
         if info["status"] in ENDED:
-            await self._collect(api, row.token, info)
+            await self.collector.collect(api, row.token, info)
 
     async def _recover(self, api: BatchAPI, row: BatchRow) -> None:
         """A run stopped between recording the intent and recording the batch's id."""
@@ -272,118 +240,12 @@ class Batcher:
         self._say(f"found batch {found['id']}, created by a run that stopped before "
                   "recording it")
         if found["status"] in ENDED:
-            await self._collect(api, row.token, found)
-
-    async def _collect(self, api: BatchAPI, token: str, info: dict[str, Any]) -> None:
-        waiting, members = self.book.waiting(token), self.book.members(token)
-        tasks = {t.id: t for t in self.tasks() if t.id in waiting}
-        lines, before = Counter[str](), Counter(self.outcome.collected)
-        for file_id in (info.get("output_file_id"), info.get("error_file_id")):
-            if file_id:
-                async for raw in api.lines(file_id):
-                    lines[await self._line(raw, info["id"], waiting, members, tasks)] += 1
-        if lines["kept before"]:
-            self._say(f"batch {info['id']}: {lines['kept before']} line(s) already kept by a "
-                      "run that stopped while collecting: skipped")
-        if lines["unknown"]:
-            self._say(f"batch {info['id']}: {lines['unknown']} line(s) for no task of this "
-                      "batch (unknown custom_id, or unreadable): skipped")
-        left = self.book.waiting(token)
-        if info["status"] == "completed":  # every line should have come: those missing may
-            for task_id, fp in left.items():  # have been billed
-                self.ledger.mark_unknown(task_id, fp, reason=f"batch {info['id']} completed "
-                                         "without a line for this task")
-                self.outcome.collected["unknown"] += 1
-        elif left:
-            back = self.book.unbatch(token, f"batch {info['id']} {info['status']} before "
-                                     f"running it{_first_error(info)}; sending again")
-            self.outcome.back_to_send += back
-        self.book.collected(token)
-        c = self.outcome.collected - before
-        self._say(f"collected batch {info['id']} ({info['status']}): {c['succeeded']} "
-                  f"succeeded, {c['failed']} failed, {c['unknown']} unknown, "
-                  f"{len(left)} not run")
-
-    async def _line(self, raw: bytes, batch_id: str, waiting: dict[str, str],
-                    members: dict[str, str], tasks: dict[str, Task]) -> str:
-        """Keep one line's result; say what the line was: "kept", "kept before" (a task of
-        this batch no longer waiting) or "unknown" (no task of this batch, or unreadable)."""
-        result = read_line(raw)
-        ids = split_custom_id(result.custom_id) if result else None
-        if result is None or ids is None or members.get(ids[0]) != ids[1]:
-            return "unknown"
-        if waiting.get(ids[0]) != ids[1]:
-            return "kept before"
-        task_id, fp = ids
-        del waiting[task_id]  # a second line for it is skipped
-        task = tasks.get(task_id)
-        if task is None:
-            self._fail(task_id, fp, batch_id, RequestError(
-                f"the task left the manifest before batch {batch_id} answered it"), result)
-        elif result.status == 200:
-            with anyio.CancelScope(shield=True):  # a paid answer is kept whole, or not begun
-                await self._keep(task, fp, batch_id, result)
-        elif result.error is not None:
-            self._fail(task_id, fp, batch_id, result.error, result)
-        else:  # never ran (batch_expired, cancelled): back to send
-            self.book.back_to_send(task_id, fp, f"batch {batch_id}: {result.code}: "
-                                   f"{result.message}; sending again")
-            self.outcome.back_to_send += 1
-        return "kept"
-
-    async def _keep(self, task: Task, fp: str, batch_id: str, result: LineResult) -> None:
-        assert result.body is not None
-        try:
-            answer = await decode_answer(self.api_gateway, result.body, result.request_id)
-        except BadResponse as exc:
-            self._fail(task.id, fp, batch_id, exc, result)
-            return
-        live = self.price(task, answer)
-        cost = live * PRICE_FACTOR
-        self._attempt(task.id, result, "succeeded", None)
-        await save_answer(task, fp, answer, attempts=1, cost=cost, ledger=self.ledger,
-                          tally=self.kept, disk=self.disk,
-                          extra={"batch": batch_id, "price": "batch"})
-        self.outcome.collected["succeeded"] += 1
-        self.outcome.saved += live - cost
-
-    def _fail(self, task_id: str, fp: str, batch_id: str, exc: RequestError,
-              result: LineResult) -> None:
-        """Classified as a live error is: terminal, worth another try, or maybe billed."""
-        verdict = retry.classify(exc)
-        reason = f"batch {batch_id}: {exc}"
-        if verdict is retry.Verdict.UNKNOWN:
-            self.ledger.mark_unknown(task_id, fp, reason=reason)
-            self.outcome.collected["unknown"] += 1
-        else:
-            self.ledger.mark_failed(
-                task_id, fp, terminal=verdict is retry.Verdict.TERMINAL, reason=reason,
-                error_type=getattr(exc, "code", None) or exc.kind,
-                error_code=getattr(exc, "code", None))
-            self.outcome.collected["failed"] += 1
-        self._attempt(task_id, result, "failed" if verdict is not retry.Verdict.UNKNOWN
-                      else "unknown", exc)
-        self.kept.failure(task_id, reason)
-        event(logging.WARNING, "task failed", id=task_id, batch=batch_id, error=str(exc))
-
-    def _attempt(self, task_id: str, result: LineResult, outcome: str,
-                 exc: RequestError | None) -> None:
-        self.ledger.record_attempt(Attempt(
-            task_id=task_id, run_id=self.run_id, started_at=time.time(), outcome=outcome,
-            status=result.status, error_type=exc.kind if exc else None,
-            error_code=getattr(exc, "code", None), message=str(exc)[:500] if exc else None,
-            request_id=result.request_id))
-
-    @property
-    def api_gateway(self) -> Gateway:
-        assert self._api is not None, "collect() or submit() sets the API first"
-        return self._api.gateway
+            await self.collector.collect(api, row.token, found)
 
     # -- submitting --
 
     async def submit(self, api: BatchAPI, work: Iterable[tuple[Task, str]]) -> None:
         """Lines to files, then per file: intent, upload, create, record."""
-        self._api = api
         uploaded: dict[Path, str] = {}
 
         async def upload_image(path: Path) -> str:
@@ -423,10 +285,3 @@ class Batcher:
         self._say(f"batch {info['id']}: {count} task(s) submitted ({info['status']}); "
                   "`imgedit run` or `imgedit status` collects it once it has ended")
 
-
-def _first_error(info: dict[str, Any]) -> str:
-    """A failed batch's first validation error, as the provider gave it (bounded)."""
-    errors = info.get("errors")
-    data = errors.get("data") if isinstance(errors, dict) else None
-    first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
-    return f" ({str(first.get('message'))[:200]})" if first else ""
