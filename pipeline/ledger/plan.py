@@ -148,6 +148,15 @@ def _orphan(task: Task, fp: str) -> tuple[dict[str, Any], list[Path]] | None:
     return (sidecar, outputs) if outputs and all(p.exists() for p in outputs) else None
 
 
+def adopt_if_on_disk(task: Task, fp: str, ledger: Ledger) -> bool:
+    """Record this exact work as done when its outputs and sidecar are on disk (a run
+    killed between writing them and recording the success); True when it did."""
+    orphan = _orphan(task, fp)
+    if orphan:
+        _adopt(task, fp, *orphan, ledger)
+    return orphan is not None
+
+
 def _adopt(task: Task, fp: str, sidecar: dict[str, Any], outputs: list[Path],
            ledger: Ledger) -> None:
     """Record a success found on disk instead of paying for it again."""

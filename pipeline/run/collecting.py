@@ -34,6 +34,7 @@ from pipeline.gateway.routes.batch import (
     split_custom_id,
 )
 from pipeline.ledger.batches import Batches
+from pipeline.ledger.plan import adopt_if_on_disk
 from pipeline.ledger.store import Attempt, Ledger
 from pipeline.run.saving import save_answer
 from pipeline.task import Task
@@ -130,6 +131,9 @@ class Collector:
     async def _keep(self, api: BatchAPI, task: Task, fp: str, batch_id: str,
                     result: LineResult) -> None:
         assert result.body is not None
+        if adopt_if_on_disk(task, fp, self.ledger):  # kept by a run killed before recording
+            self.outcome.collected["found on disk"] += 1
+            return
         try:
             answer = await decode_answer(api.gateway, result.body, result.request_id)
         except BadResponse as exc:

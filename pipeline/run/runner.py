@@ -117,6 +117,9 @@ def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
 def _check(job: Job, ledger: Ledger) -> None:
     """Every file, id, output and model limit; raises ManifestError with all problems."""
     check_all(job.manifest, job.models, known=ledger.known_format)
+    if job.settings.batch and not job.provider.batch:
+        raise ConfigError(f"provider {job.provider.name} has no Batch API (`batch: true` in "
+                          "providers.yaml): run without --batch, or pick a provider that has one")
 
 
 def run(options: RunOptions, out: Callable[[str], None]) -> int:
@@ -146,9 +149,6 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
 
 
 def _batcher(job: Job, ledger: Ledger, options: RunOptions) -> batch_mod.Batcher:
-    if job.settings.batch and not job.provider.batch:
-        raise ConfigError(f"provider {job.provider.name} has no Batch API (`batch: true` in "
-                          "providers.yaml): run without --batch, or pick a provider that has one")
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
     return batch_mod.Batcher(models=job.models, provider=job.provider, settings=job.settings,

@@ -13,6 +13,7 @@ import json
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -329,3 +330,23 @@ def test_ctrl_c_while_waiting_leaves_the_batch_for_the_next_run(cli: Cli, batch_
     assert code == 0 and summary["batch"]["collected"] == {"succeeded": N}
     assert set(outputs(tmp_path, ids)) == set(ids)
     paid_once(batch_sim, ids)
+
+
+def test_an_answer_written_but_not_recorded_is_not_written_again(cli: Cli, batch_sim: Sim,
+                                                                 tmp_path: Path) -> None:
+    """The state a kill -9 leaves between writing a batch answer's files and recording its
+    success: outputs and sidecar on disk, the task still `batched`, the batch not collected."""
+    ids = job(tmp_path, 3)
+    cli = cli_for(cli, batch_sim)
+    assert cli("run", "job.yaml").returncode == 0
+    wait_ended(batch_sim)
+    assert cli("run", "job.yaml").returncode == 0
+    written = outputs(tmp_path, ids)
+    with closing(sqlite3.connect(tmp_path / "job.ledger.sqlite")) as db, db:
+        db.execute("UPDATE tasks SET state = 'batched', outputs = '[]' WHERE id = 't01'")
+        db.execute("UPDATE batches SET collected_at = NULL")
+    code, summary = run_json(cli)
+    assert code == 0, summary
+    assert summary["batch"]["collected"] == {"found on disk": 1}
+    assert outputs(tmp_path, ids) == written
+    assert states(tmp_path)["t01"] == "succeeded"
