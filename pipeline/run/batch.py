@@ -48,7 +48,7 @@ from pipeline.ledger.store import Ledger
 from pipeline.run.collecting import Collector, Outcome
 from pipeline.task import State, Task
 
-POLL_SECONDS = 30.0  # between polls of open batches under --wait
+POLL_SECONDS = 30.0  # at most between polls of open batches under --wait
 IN_PROCESS = "in-process simulator "  # the endpoint's prefix for its batches
 LOOK_BACK = 600  # seconds of clock skew allowed when looking for a batch by its token
 
@@ -147,7 +147,8 @@ class Batcher:
         """Poll every open batch once (until all have ended, when `wait`: after the plan)."""
         if wait and not self.after_plan:
             self.after_plan, self.back_before_plan = True, self.outcome.back_to_send
-        while True:
+        every = 0.5  # seconds to the next poll: doubling up to POLL_SECONDS, so a batch that
+        while True:  # ends in seconds (a rehearsal) is not waited on for minutes
             for row in self.open_rows():
                 try:
                     await self._poll(api, row)
@@ -163,9 +164,8 @@ class Batcher:
                 return
             if not self.quiet:
                 self._progress(self._endpoint(api))
-            # The simulator's batches end in seconds; a provider's take minutes to hours.
-            every = 0.5 if self.provider.simulator is not None else POLL_SECONDS
             await anyio.sleep(max(0.05, every * retry.wait_scale()))
+            every = min(POLL_SECONDS, every * 2)
 
     def _endpoint(self, api: BatchAPI) -> str:
         """Where a batch lives. The in-process simulator's batches end with their run: they
@@ -256,7 +256,14 @@ class Batcher:
         with scratch_folder() as folder:
             files = InputFiles(Path(folder), upload_image)
             for task, fp in work:
-                await files.add(task, fp)
+                try:
+                    await files.add(task, fp)
+                except (RequestError, ValueError) as exc:  # an image upload failed, or a
+                    if isinstance(exc, RequestError) and (  # line alone is over a file's size
+                            retry.classify(exc) is retry.Verdict.FATAL):
+                        raise RunAborted(f"the provider refused an upload: {exc}") from exc
+                    self._say(f"task {task.id}: not submitted ({exc}); the next run tries "
+                              "again")
             for input_file in files.files:
                 await self._create(api, input_file.path, input_file.tasks)
 

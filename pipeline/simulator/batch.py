@@ -105,13 +105,16 @@ class BatchAPI:
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 continue
-            if part.name == "purpose":
-                purpose = (await part.read()).decode("utf-8", "replace")
-            elif part.name == "file":
-                filename = part.filename or filename
-                data = await part.read()
-                if len(data) > FILE_MAX_BYTES:
+            chunks, size = [], 0
+            while chunk := await part.read_chunk(1 << 20):  # read(): aiohttp's 1 MB cap
+                size += len(chunk)
+                if size > FILE_MAX_BYTES:
                     return _error(413, "The file is larger than 200 MB.", code="file_too_large")
+                chunks.append(chunk)
+            if part.name == "purpose":
+                purpose = b"".join(chunks).decode("utf-8", "replace")
+            elif part.name == "file":
+                filename, data = part.filename or filename, b"".join(chunks)
         if purpose not in PURPOSES:
             return _error(400, f"Invalid purpose {purpose!r}.", param="purpose")
         if not data:

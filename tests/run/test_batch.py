@@ -10,6 +10,7 @@ dall-e-2 tasks go live while the rest batch.
 from __future__ import annotations
 
 import json
+import random
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from pipeline.config.models import Models
 from tests.conftest import Cli, tiny_image, wait_until, write_manifest
@@ -350,3 +352,15 @@ def test_an_answer_written_but_not_recorded_is_not_written_again(cli: Cli, batch
     assert summary["batch"]["collected"] == {"found on disk": 1}
     assert outputs(tmp_path, ids) == written
     assert states(tmp_path)["t01"] == "succeeded"
+
+
+def test_a_large_image_goes_as_an_uploaded_file_id(cli: Cli, batch_sim: Sim,
+                                                   tmp_path: Path) -> None:
+    ids = job(tmp_path, 1)
+    noise = Image.frombytes("RGB", (1400, 1400), random.Random(3).randbytes(1400 * 1400 * 3))
+    noise.save(tmp_path / "in" / "t00.png")
+    assert (tmp_path / "in" / "t00.png").stat().st_size > 4 * 1024 * 1024
+    code, summary = run_json(cli_for(cli, batch_sim), "--wait")
+    assert code == 0, summary
+    assert batch_sim.stats()["files_uploaded"] == 2  # the image, then the batch's file
+    assert set(outputs(tmp_path, ids)) == set(ids)
