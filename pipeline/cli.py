@@ -118,11 +118,12 @@ def validate(manifest: Path, config: str | None, ledger: Path | None) -> None:
 def status(manifest: Path, config: str | None, ledger: Path | None, as_json: bool,
            base_url: str | None) -> None:
     """Counts by state, batches in flight, and each failed task with its reason."""
+    from pipeline.run.statusbatches import collect_batches
     from pipeline.views import status as ledger_status
 
     def show() -> int:
-        runner.collect_batches(runner.RunOptions(manifest=manifest, config=config, ledger=ledger,
-                                                 base_url=base_url, quiet=as_json))
+        collect_batches(runner.RunOptions(manifest=manifest, config=config, ledger=ledger,
+                                          base_url=base_url, quiet=as_json))
         report = ledger_status.status(manifest, ledger)
         click.echo(json.dumps(report, ensure_ascii=False, indent=2) if as_json
                    else ledger_status.status_text(report))

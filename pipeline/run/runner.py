@@ -9,7 +9,6 @@ then cancel. The key is handed to the client and to nothing else.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -35,12 +34,11 @@ from pipeline.config.settings import (
     read_yaml,
 )
 from pipeline.config.settings import resolve_settings as _resolve
-from pipeline.errors import ConfigError, ImgeditError, InputError, LockHeld, RunAborted
+from pipeline.errors import ConfigError, InputError, RunAborted
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import Cooldown, RateLimiter
 from pipeline.gateway.routes.batch import BatchAPI
 from pipeline.ledger import store as ledger_mod
-from pipeline.ledger.batches import Batches
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
@@ -129,7 +127,7 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
     with lock, Ledger.open(job.ledger_path) as ledger:
         _check(job, ledger)
-        batcher = _batcher(job, ledger, options)
+        batcher = batcher_for(job, ledger, options)
         batcher.collect_now()  # every run first collects the batches that have ended
         plan = plan_only(job, ledger, options.selection, estimate=batcher.estimate)
         max_cost = job.settings.max_cost
@@ -148,38 +146,13 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
         return anyio.run(_send, job, ledger, options, plan.to_send, out, batcher)
 
 
-def _batcher(job: Job, ledger: Ledger, options: RunOptions) -> batch_mod.Batcher:
+def batcher_for(job: Job, ledger: Ledger, options: RunOptions) -> batch_mod.Batcher:
+    """The run's batch mode, and the run's ledger row (batch answers are recorded in it)."""
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
     return batch_mod.Batcher(models=job.models, provider=job.provider, settings=job.settings,
                              ledger=ledger, price=_pricer(job.models), tasks=job.manifest.tasks,
                              run_id=run_id, wait=options.wait, quiet=options.quiet)
-
-
-def collect_batches(options: RunOptions) -> None:
-    """`imgedit status`: collect ended batches first, unless a run holds the lock (it will).
-    Status must show even when collecting cannot happen: a problem here is a warning."""
-    path = options.ledger or ledger_mod.default_path(options.manifest.resolve())
-    if not path.exists():
-        return
-    with Ledger.open(path, recover=False) as peek:  # the common case: nothing to collect
-        if not Batches(peek).open():
-            return
-    try:
-        job = prepare(options)
-        with RunLock(job.ledger_path, manifest=job.manifest.path), \
-                Ledger.open(job.ledger_path) as ledger:
-            # Each batch is collected from the provider it was sent to.
-            for name in sorted({r.provider for r in Batches(ledger).open()}):
-                provider = load_provider(config_dir(options.config), name, options.base_url)
-                batcher = _batcher(dataclasses.replace(job, provider=provider), ledger, options)
-                batcher.collect_now()
-                ledger.finish_run(batcher.run_id, EXIT_FAILED if batcher.problems else EXIT_OK,
-                                  dict(batcher.outcome.collected))
-    except LockHeld:
-        return
-    except ImgeditError as exc:
-        print(f"warning: batches were not collected: {exc}", file=sys.stderr)
 
 
 def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
