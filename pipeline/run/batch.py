@@ -110,6 +110,9 @@ class Batcher:
         return c["failed"] + c["unknown"] + unsent
 
     def _say(self, text: str) -> None:
+        """A note for the summary and stderr; the key masked, should a gateway echo it."""
+        if self.provider.api_key:
+            text = text.replace(self.provider.api_key.reveal(), "***")
         self.outcome.notes.append(text)
         if not self.quiet:
             print(text, file=sys.stderr, flush=True)

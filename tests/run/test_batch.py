@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from pipeline.config.models import Models
-from tests.conftest import Cli, tiny_image, wait_until, write_manifest
+from tests.conftest import TEST_KEY, Cli, tiny_image, wait_until, write_manifest
 from tests.run.batchsim import (
     Sim,
     cli_for,
@@ -89,6 +89,8 @@ def test_submit_exits_then_a_later_run_collects(cli: Cli, batch_sim: Sim, tmp_pa
     paid_once(batch_sim, ids)
     status = cli("status", "job.yaml")
     assert "succeeded 6" in status.stdout and "completed + 0 failed of 6" in status.stdout
+    for path in tmp_path.rglob("*"):  # the key reached the gateway, and nothing else
+        assert not path.is_file() or TEST_KEY.encode() not in path.read_bytes(), path
 
 
 def test_status_collects_ended_batches(cli: Cli, batch_sim: Sim, tmp_path: Path) -> None:
