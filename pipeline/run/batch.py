@@ -113,8 +113,7 @@ class Batcher:
         """A note for the summary and stderr; the key masked, should a gateway echo it."""
         if self.provider.api_key:
             text = text.replace(self.provider.api_key.reveal(), "***")
-        self.outcome.notes.append(text)
-        if not self.quiet:
+        if self.outcome.note(text) and not self.quiet:
             print(text, file=sys.stderr, flush=True)
 
     def summary(self) -> dict[str, Any] | None:

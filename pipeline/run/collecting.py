@@ -52,12 +52,24 @@ class Outcome:
     back_to_send: int = 0
     saved: float = 0.0
     notes: list[str] = field(default_factory=list)
+    notes_left_out: int = 0
+
+    MAX_NOTES = 50  # 50,000 tasks that each could not be submitted make one count, not a book
+
+    def note(self, text: str) -> bool:
+        """Keep a note; False when there are enough already (it is only counted)."""
+        if len(self.notes) >= self.MAX_NOTES:
+            self.notes_left_out += 1
+            return False
+        self.notes.append(text)
+        return True
 
     def as_dict(self, kept: Tally, waiting: int) -> dict[str, Any]:
         return {"batches_created": self.batches_created, "batched": self.batched,
                 "collected": dict(self.collected), "back_to_send": self.back_to_send,
                 "spent": round(kept.spent, 4), "saved": round(self.saved, 4),
-                "waiting": waiting, "outputs": kept.outputs, "notes": self.notes}
+                "waiting": waiting, "outputs": kept.outputs, "notes": self.notes,
+                "notes_left_out": self.notes_left_out}
 
 
 class Collector:

@@ -111,6 +111,8 @@ def test_result_lines_become_answers_errors_or_never_ran() -> None:
     {"id": "b", "status": "completed", "output_file_id": 12},
     {"id": "b", "status": "completed", "created_at": "today"},
     {"id": "b", "status": "completed", "metadata": ["x"]},
+    {"id": "../files/x", "status": "completed"},
+    {"id": "b", "status": "completed", "output_file_id": "file-1/../../v1/x"},
 ])
 def test_a_batch_object_of_the_wrong_shape_is_a_bad_response(payload: object) -> None:
     with pytest.raises(BadResponse):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,7 +43,8 @@ LINE_MAX = 256 * 1024 * 1024  # an output line longer than this is no answer we 
 PRICE_FACTOR = 0.5  # OpenAI's Batch API bills half the live price
 STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired",
             "cancelling", "cancelled")
-TOKEN_KEY = "imgedit_token"  # the metadata key that ties a batch to its ledger row
+TOKEN_KEY = "imgedit_token"
+ID = re.compile(r"[A-Za-z0-9_-]{1,200}")  # the metadata key that ties a batch to its ledger row
 
 
 def custom_id(task_id: str, fingerprint: str) -> str:
@@ -183,9 +185,14 @@ async def decode_answer(gateway: Gateway, body: bytes, request_id: str | None) -
         raise BadResponse(f"the answer has the wrong shape: {exc}") from exc
 
 
+def _is_id(value: Any) -> bool:
+    """An id we may put in a URL path: letters, digits, `_` and `-` (OpenAI's are so)."""
+    return isinstance(value, str) and ID.fullmatch(value) is not None
+
+
 def check_batch(payload: Any) -> dict[str, Any]:
     """A batch object with the fields we use, of the types we expect; else BadResponse."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+    if not isinstance(payload, dict) or not _is_id(payload.get("id")):
         raise BadResponse(f"not a batch object: {str(payload)[:120]}")
     if payload.get("status") not in STATUSES:
         raise BadResponse(f"batch {payload['id']}: unknown status {payload.get('status')!r}")
@@ -194,8 +201,8 @@ def check_batch(payload: Any) -> dict[str, Any]:
             isinstance(counts.get(k, 0), int) for k in ("total", "completed", "failed")):
         raise BadResponse(f"batch {payload['id']}: request_counts is not three numbers")
     for key in ("output_file_id", "error_file_id", "input_file_id"):
-        if payload.get(key) is not None and not isinstance(payload[key], str):
-            raise BadResponse(f"batch {payload['id']}: {key} is not a string")
+        if payload.get(key) is not None and not _is_id(payload[key]):
+            raise BadResponse(f"batch {payload['id']}: {key} is not a file id")
     for key in ("created_at", "completed_at", "failed_at", "expired_at", "cancelled_at"):
         if payload.get(key) is not None and not isinstance(payload[key], int):
             raise BadResponse(f"batch {payload['id']}: {key} is not a Unix time")
@@ -242,7 +249,7 @@ class BatchAPI:
             form.add_field("purpose", purpose)
             form.add_field("file", fh, filename=path.name)
             found = await self._call("POST", "/files", data=form)
-        if not isinstance(found, dict) or not isinstance(found.get("id"), str):
+        if not isinstance(found, dict) or not _is_id(found.get("id")):
             raise BadResponse(f"uploading {path.name}: no file id in {str(found)[:120]}")
         return str(found["id"])
 
