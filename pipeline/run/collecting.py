@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from pipeline.errors import BadResponse, RequestError
 from pipeline.gateway import retry
@@ -72,6 +73,9 @@ class Outcome:
                 "notes_left_out": self.notes_left_out}
 
 
+KEEPERS = 8  # answers decoded and written at once: memory for 8, fsyncs of 4 overlapping
+
+
 class Collector:
     def __init__(self, *, ledger: Ledger, price: Callable[[Task, Answer], float],
                  tasks: Callable[[], Iterable[Task]], outcome: Outcome, run_id: int,
@@ -81,16 +85,19 @@ class Collector:
         self.outcome, self.run_id, self._say = outcome, run_id, say
         self.kept = Tally()  # answers kept from batches (saving.py counts into it)
         self.disk = anyio.CapacityLimiter(4)
+        self.slots = anyio.Semaphore(KEEPERS)
 
     async def collect(self, api: BatchAPI, token: str, info: dict[str, Any]) -> None:
         """Keep every line of an ended batch; what it never ran goes back to send."""
         waiting, members = self.book.waiting(token), self.book.members(token)
         tasks = {t.id: t for t in self.tasks() if t.id in waiting}
         lines, before = Counter[str](), Counter(self.outcome.collected)
-        for file_id in (info.get("output_file_id"), info.get("error_file_id")):
-            if file_id:
-                async for raw in api.lines(file_id):
-                    lines[await self._line(api, raw, info["id"], waiting, members, tasks)] += 1
+        async with anyio.create_task_group() as keeping:
+            for file_id in (info.get("output_file_id"), info.get("error_file_id")):
+                if file_id:
+                    async for raw in api.lines(file_id):
+                        lines[await self._line(api, keeping, raw, info["id"], waiting,
+                                               members, tasks)] += 1
         if lines["kept before"]:
             self._say(f"batch {info['id']}: {lines['kept before']} line(s) already kept by a "
                       "run that stopped while collecting: skipped")
@@ -113,8 +120,9 @@ class Collector:
                   f"succeeded, {c['failed']} failed, {c['unknown']} unknown, "
                   f"{len(left)} not run")
 
-    async def _line(self, api: BatchAPI, raw: bytes, batch_id: str, waiting: dict[str, str],
-                    members: dict[str, str], tasks: dict[str, Task]) -> str:
+    async def _line(self, api: BatchAPI, keeping: anyio.abc.TaskGroup, raw: bytes,
+                    batch_id: str, waiting: dict[str, str], members: dict[str, str],
+                    tasks: dict[str, Task]) -> str:
         """Keep one line's result; say what the line was: "kept", "kept before" (a task of
         this batch no longer waiting) or "unknown" (no task of this batch, or unreadable)."""
         result = read_line(raw)
@@ -130,8 +138,8 @@ class Collector:
             self._fail(task_id, fp, batch_id, RequestError(
                 f"the task left the manifest before batch {batch_id} answered it"), result)
         elif result.status == 200:
-            with anyio.CancelScope(shield=True):  # a paid answer is kept whole, or not begun
-                await self._keep(api, task, fp, batch_id, result)
+            await self.slots.acquire()  # a few answers at once: their fsyncs overlap
+            keeping.start_soon(self._keep_one, api, task, fp, batch_id, result)
         elif result.error is not None:
             self._fail(task_id, fp, batch_id, result.error, result)
         else:  # never ran (batch_expired, cancelled): back to send
@@ -139,6 +147,14 @@ class Collector:
                                    f"{result.message}; sending again")
             self.outcome.back_to_send += 1
         return "kept"
+
+    async def _keep_one(self, api: BatchAPI, task: Task, fp: str, batch_id: str,
+                        result: LineResult) -> None:
+        try:
+            with anyio.CancelScope(shield=True):  # a paid answer is kept whole, or not begun
+                await self._keep(api, task, fp, batch_id, result)
+        finally:
+            self.slots.release()
 
     async def _keep(self, api: BatchAPI, task: Task, fp: str, batch_id: str,
                     result: LineResult) -> None:
