@@ -23,7 +23,8 @@ ENDED = ("completed", "failed", "expired", "cancelled")
 SUBMITTING, ABANDONED = "submitting", "abandoned"
 
 _COLUMNS = ("token, id, provider, endpoint, input_file_id, status, total, completed, failed,"
-            " output_file_id, error_file_id, intended_at, created_at, ended_at, collected_at")
+            " output_file_id, error_file_id, intended_at, created_at, ended_at, collected_at,"
+            " run_id")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class BatchRow:
     created_at: str | None
     ended_at: str | None
     collected_at: str | None
+    run_id: int | None
 
     @property
     def ended(self) -> bool:

@@ -70,13 +70,15 @@ def estimator(models: Models, provider: Provider,
 
 
 class Batcher:
+    """One run's batch mode: which tasks batch, at what price; polling, submitting, waiting.
+    Also the run's ledger row for what it collects (`run_id`)."""
+
     def __init__(self, *, models: Models, provider: Provider, settings: Settings,
                  ledger: Ledger, price: Callable[[Task, Answer], float],
                  tasks: Callable[[], Iterable[Task]], run_id: int, wait: bool = False,
                  quiet: bool = False):
         self.models, self.provider, self.settings = models, provider, settings
         self.ledger, self.book = ledger, Batches(ledger)
-        self.price, self.tasks = price, tasks
         self.quiet = quiet
         # The in-process simulator ends with this process, and its batches with it.
         self.wait = wait or (settings.batch and provider.base_url is None)
@@ -87,6 +89,7 @@ class Batcher:
         self.after_plan = False  # tasks put back to send now wait for the next run
         self.back_before_plan = 0
         self._shown: dict[str, str] = {}  # token -> the progress line last printed
+        self._estimate = estimator(models, provider, settings)
 
     # -- which tasks, at what price --
 
@@ -94,7 +97,7 @@ class Batcher:
         return takes(task, self.models, self.provider, self.settings)
 
     def estimate(self, task: Task) -> float:
-        return estimator(self.models, self.provider, self.settings)(task)
+        return self._estimate(task)
 
     def open_rows(self) -> list[BatchRow]:
         return [r for r in self.book.open() if r.provider == self.provider.name]
@@ -162,12 +165,18 @@ class Batcher:
                     if self._shown.get(row.token) != text:
                         self._shown[row.token] = text
                         self._say(text)
-            if not wait or not [r for r in self.open_rows() if r.endpoint == self._endpoint(api)]:
+            if not wait or not self._awaited(api):
                 return
             if not self.quiet:
                 self._progress(self._endpoint(api))
             await anyio.sleep(max(0.05, every * retry.wait_scale()))
             every = min(POLL_SECONDS, every * 2)
+
+    def _awaited(self, api: BatchAPI) -> list[BatchRow]:
+        """The open batches --wait waits for: this gateway's, except one this run could not
+        tell was created (the next run looks for it)."""
+        return [r for r in self.open_rows() if r.endpoint == self._endpoint(api)
+                and not (r.id is None and r.run_id == self.run_id)]
 
     def _endpoint(self, api: BatchAPI) -> str:
         """Where a batch lives. The in-process simulator's batches end with their run: they
@@ -211,7 +220,8 @@ class Batcher:
                           f"{api.base}; a run against that gateway collects it")
             return
         if row.id is None:
-            await self._recover(api, row)
+            if row.run_id != self.run_id:  # this run's own creation may still be under way
+                await self._recover(api, row)
             return
         try:
             info = await api.retrieve(row.id)
