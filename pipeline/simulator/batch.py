@@ -15,7 +15,8 @@ scaled: a batch that OpenAI finishes within 24 hours ends here `seconds`
 after it is created (`POST /_sim/batch {"seconds": 0.2}`), and its output
 lines come in a shuffled order, as OpenAI's may. Faults (`BatchFaults`):
 failing lines, a batch that expires half done, an unknown custom_id, a
-hostile answer. Holds (`holds.py`) stop a request at a named point.
+hostile answer, a create whose answer is lost. Holds (`holds.py`) stop a
+request at a named point.
 
 It never writes to disk (files live in memory) and never keeps a key.
 """
@@ -190,6 +191,8 @@ class BatchAPI:
         self.work.add(job)
         job.add_done_callback(self.work.discard)
         await self.holds.at("batches.create")  # created: a test may kill the client here
+        if self.faults.drop_create and request.transport is not None:
+            request.transport.close()  # created, and the client never hears of it
         return web.json_response(batch)
 
     async def get_batch(self, request: web.Request) -> web.Response:

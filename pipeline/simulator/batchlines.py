@@ -43,6 +43,7 @@ class BatchFaults:
     hostile: str | None = None  # lines whose prompt holds this answer 200 with no image
     expire: bool = False  # batches expire with only the first half of their lines run
     unknown_custom_id: bool = False  # output files carry one line nobody asked for
+    drop_create: bool = False  # a create makes the batch, then closes the connection unanswered
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> BatchFaults:

@@ -365,3 +365,25 @@ def test_a_large_image_goes_as_an_uploaded_file_id(cli: Cli, batch_sim: Sim,
     assert code == 0, summary
     assert batch_sim.stats()["files_uploaded"] == 2  # the image, then the batch's file
     assert set(outputs(tmp_path, ids)) == set(ids)
+
+
+def test_a_create_whose_answer_is_lost_is_found_by_the_next_run(cli: Cli, batch_sim: Sim,
+                                                                tmp_path: Path) -> None:
+    ids = job(tmp_path, 3)
+    cli = cli_for(cli, batch_sim)
+    batch_sim.configure(seconds=0.2, drop_create=True)
+    code, summary = run_json(cli, "--wait")
+    assert code == 1  # its tasks are neither done nor given up
+    assert any("no answer" in note for note in summary["batch"]["notes"])
+    assert set(states(tmp_path).values()) == {"batched"}
+    assert query(tmp_path, "SELECT id, status FROM batches") == [(None, "submitting")]
+
+    batch_sim.configure(seconds=0.2)
+    wait_ended(batch_sim)
+    code, summary = run_json(cli)
+    assert code == 0, summary
+    assert any("found batch" in note for note in summary["batch"]["notes"])
+    assert summary["batch"]["collected"] == {"succeeded": 3}
+    assert batch_sim.stats()["batches_created"] == 1
+    assert set(outputs(tmp_path, ids)) == set(ids)
+    paid_once(batch_sim, ids)
