@@ -64,7 +64,7 @@ def write_report(manifest: Path, output: Path | None = None, ledger: Path | None
             f"no ledger at {ledger_path}: nothing to report yet."
             f" `imgedit run {manifest}` creates it (or pass --ledger PATH)")
     with Ledger.open(ledger_path) as book:
-        cards = [_card(record, book, manifest.parent) for record in book.records()]
+        cards = [card_of(record, book, manifest.parent) for record in book.records()]
         counts, spent = book.counts(), book.spent()
     cards.sort(key=lambda card: FIRST[card.record.state])  # stable: by id within a state
     _refuse_overwrite(output, manifest, ledger_path, cards)
@@ -100,7 +100,7 @@ class Card:
         return [*self.inputs, *([self.mask] if self.mask else []), *self.record.outputs]
 
 
-def _card(record: TaskRecord, book: Ledger, root: Path) -> Card:
+def card_of(record: TaskRecord, book: Ledger, root: Path) -> Card:
     # The tasks table keeps only the first input; the sidecar of a success has them all.
     side = _read_json(record.sidecar)
     inputs = [_path(p, root) for p in side.get("inputs") or [] if isinstance(p, str)]
