@@ -14,6 +14,7 @@ decisions go to the ledger's reviews table (ledger/reviews.py) at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -256,6 +257,6 @@ def _open_browser(url: str) -> None:
         return
     try:
         webbrowser.open(url, new=2)
-    except Exception:  # noqa: BLE001 - a browser that cannot start must not stop the review
+    except Exception:
         pass
 
