@@ -255,8 +255,7 @@ def _open_browser(url: str) -> None:
         os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY"))
     if not graphical:
         return
-    try:
+    # A browser that cannot start must not stop the review: the URL is printed.
+    with contextlib.suppress(Exception):
         webbrowser.open(url, new=2)
-    except Exception:
-        pass
 
