@@ -2,7 +2,7 @@
 
 A manifest runs against the simulator; `python -m pipeline review` serves it as a
 subprocess; Selenium drives Debian's Chromium by keyboard: approve three results,
-reject one with a note, undo a fourth, reload — the decisions are still there —
+reject one with a note, undo it and reject it again, reload — the decisions are still there —
 and `run --redo-rejected` sends exactly the rejected one, keeping its image as
 `.rejected-1`.
 
@@ -34,12 +34,18 @@ MANIFEST = """
         images: products/shirt.jpg
         mask: products/shirt-mask.png
         prompt: Recolor the shirt navy blue
+      - id: shirt-navy-mini
+        model: gpt-image-1-mini
+        images: products/shirt.jpg
+        prompt: Recolor the shirt navy blue
+        output: "{dir}/{stem}.mini.{ext}"
       - glob: "catalog/**/*.jpg"
         prompt: Put the product on a pure white background with a soft shadow
 """
-# The page lists results by source image: the three catalog photos, then the shirt.
+# The page lists results by source image: the three catalog photos, then the shirt
+# through two models, side by side.
 ORDER = ["catalog/bags/tote-green.jpg", "catalog/mugs/mug-blue.jpg",
-         "catalog/mugs/mug-yellow.jpg", "shirt-navy"]
+         "catalog/mugs/mug-yellow.jpg", "shirt-navy", "shirt-navy-mini"]
 
 
 @pytest.fixture
@@ -85,7 +91,7 @@ def test_review_by_keyboard_then_redo_rejected(reviewed: tuple[Path, Cli, Simula
     try:
         with webdriver.driver(tmp_path / "profile") as browser:
             browser.get(url)  # type: ignore[attr-defined]
-            wait_until(lambda: len(tiles(browser)) == 4, "the page to list 4 results")
+            wait_until(lambda: len(tiles(browser)) == 5, "the page to list 5 results")
             assert list(tiles(browser)) == ORDER and current(browser) == ORDER[0]
             keys = ActionChains(browser)
 
@@ -103,7 +109,9 @@ def test_review_by_keyboard_then_redo_rejected(reviewed: tuple[Path, Cli, Simula
                        "the note field to take the focus")
             press("collar is still red", Keys.ENTER)
             wait_until(lambda: tiles(browser)["shirt-navy"] == "rejected", "the rejection")
-            press("k", "u")  # undo: the last decision (the rejection) is taken back
+            assert current(browser) == "shirt-navy-mini"  # moved on
+            press("u")  # undo: the last decision (the rejection) is taken back, and shown
+            assert current(browser) == "shirt-navy"
             wait_until(lambda: tiles(browser)["shirt-navy"] == "", "the undo")
             press("r")
             wait_until(lambda: browser.switch_to.active_element.get_attribute("id") == "note",
@@ -112,10 +120,12 @@ def test_review_by_keyboard_then_redo_rejected(reviewed: tuple[Path, Cli, Simula
             wait_until(lambda: tiles(browser)["shirt-navy"] == "rejected", "the rejection")
 
             browser.refresh()  # type: ignore[attr-defined]
-            wait_until(lambda: len(tiles(browser)) == 4, "the page after reload")
+            wait_until(lambda: len(tiles(browser)) == 5, "the page after reload")
             assert tiles(browser) == {**dict.fromkeys(ORDER[:3], "approved"),
-                                      "shirt-navy": "rejected"}
-            assert current(browser) == "shirt-navy"  # the URL's #id keeps the place
+                                      "shirt-navy": "rejected", "shirt-navy-mini": ""}
+            assert current(browser) == "shirt-navy-mini"  # the URL's #id keeps the place
+            press("k")
+            assert current(browser) == "shirt-navy"
             verdict = browser.find_element("id", "verdict").text  # type: ignore[attr-defined]
             assert verdict == "✕ Rejected: collar is still red"
             if os.environ.get("IMGEDIT_SCREENSHOT_REVIEW"):
