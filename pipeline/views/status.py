@@ -37,9 +37,11 @@ def status(manifest: Path, ledger: Path | None = None) -> dict[str, Any]:
              "attempts": r.attempts, "error": r.error_code or r.error_type}
             for r in book.records() if r.state in (State.FAILED, State.UNKNOWN)
         ]
-        return {"manifest": str(manifest), "counts": book.counts(),
-                "spent": round(book.spent(), 4), "reviews": Reviews(book).counts(),
-                "failures": failures}
+        counts, reviews = book.counts(), Reviews(book).counts()
+        # results nobody has approved or rejected yet (a redone one among them)
+        reviews["unreviewed"] = counts[State.SUCCEEDED.value] - sum(reviews.values())
+        return {"manifest": str(manifest), "counts": counts,
+                "spent": round(book.spent(), 4), "reviews": reviews, "failures": failures}
 
 
 def status_text(report: dict[str, Any]) -> str:
@@ -54,8 +56,9 @@ def status_text(report: dict[str, Any]) -> str:
     if report["failures"]:
         lines.append(f"reprocess with: imgedit run {report['manifest']} --only-failed")
     reviews = report["reviews"]
-    if any(reviews.values()):
-        lines.append(f"reviewed: {reviews['approved']} approved, {reviews['rejected']} rejected")
+    if reviews["approved"] or reviews["rejected"]:
+        lines.append(f"reviewed: {reviews['approved']} approved, {reviews['rejected']} rejected,"
+                     f" {reviews['unreviewed']} to review")
     if reviews["rejected"]:
         lines.append(f"send the rejected again with: imgedit run {report['manifest']}"
                      " --redo-rejected")

@@ -78,6 +78,8 @@ def test_redo_sends_the_rejected_keeps_their_files_and_leaves_the_rest(
     assert (tmp_path / "pics" / "b.edited.rejected-2.png").exists() and kept.exists()
     status = cli("status", "job.yaml")
     assert "reviewed" not in status.stdout  # the redone result awaits a new review
+    assert json.loads(cli("status", "job.yaml", "--json").stdout)["reviews"] == {
+        "approved": 0, "rejected": 0, "unreviewed": 3}
 
 
 def test_prompt_suffix_goes_with_redo_rejected(tmp_path: Path, cli: Cli) -> None:

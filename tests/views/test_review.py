@@ -180,7 +180,7 @@ async def test_decide_and_undo_through_the_api(base: str, session: Session,
     assert status == 413
     # what the server wrote is what `status` reads
     done = Cli(folder)("status", "job.yaml", "--json")
-    assert json.loads(done.stdout)["reviews"] == {"approved": 0, "rejected": 1}
+    assert json.loads(done.stdout)["reviews"] == {"approved": 0, "rejected": 1, "unreviewed": 2}
     await fetch(f"{api}/undo", {"id": "shirt-mini"})
 
 

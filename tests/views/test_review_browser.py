@@ -136,7 +136,7 @@ def test_review_by_keyboard_then_redo_rejected(reviewed: tuple[Path, Cli, Simula
     assert server.returncode == 0
 
     status = json.loads(cli("status", "job.yaml", "--json").stdout)
-    assert status["reviews"] == {"approved": 3, "rejected": 1}
+    assert status["reviews"] == {"approved": 3, "rejected": 1, "unreviewed": 1}
     before = sim.stats()
     redo = cli("run", "job.yaml", "--base-url", sim.base_url, "--redo-rejected")
     assert redo.returncode == 0, redo.stderr
