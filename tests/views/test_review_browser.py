@@ -85,6 +85,7 @@ def test_review_by_keyboard_then_redo_rejected(reviewed: tuple[Path, Cli, Simula
                                                tmp_path: Path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.select import Select
 
     folder, cli, sim = reviewed
     server, url = start_review(cli)
@@ -130,6 +131,23 @@ def test_review_by_keyboard_then_redo_rejected(reviewed: tuple[Path, Cli, Simula
             assert verdict == "✕ Rejected: collar is still red"
             if os.environ.get("IMGEDIT_SCREENSHOT_REVIEW"):
                 screenshot(browser, ROOT / os.environ["IMGEDIT_SCREENSHOT_REVIEW"], tmp_path)
+
+            def choose(select: str, value: str) -> None:
+                Select(browser.find_element("id", select)).select_by_value(value)  # type: ignore[attr-defined]
+
+            choose("f-decision", "rejected")
+            assert list(tiles(browser)) == ["shirt-navy"]
+            choose("f-decision", "none")  # to review
+            assert list(tiles(browser)) == ["shirt-navy-mini"]
+            choose("f-decision", "")
+            choose("f-model", "gpt-image-1-mini")
+            assert list(tiles(browser)) == ["shirt-navy-mini"]
+            choose("f-model", "")
+            browser.find_element("id", "f-prompt").send_keys("navy", Keys.ENTER)  # type: ignore[attr-defined]
+            assert list(tiles(browser)) == ["shirt-navy", "shirt-navy-mini"]
+            assert current(browser) == "shirt-navy-mini"
+            press("k")  # the keys work again once the field is left
+            assert current(browser) == "shirt-navy"
     finally:
         server.terminate()
         server.communicate(timeout=30)
