@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from pipeline.simulator.app import SimulatorOptions, SimulatorThread
 from pipeline.views.review import Session, make_app, open_review
-from tests.conftest import ROOT, Cli, write_manifest
+from tests.conftest import ROOT, Cli, wait_until, write_manifest
 
 MANIFEST = """
     version: 1
@@ -185,8 +186,6 @@ async def test_decide_and_undo_through_the_api(base: str, session: Session,
 
 
 def test_the_command_prints_its_url_and_stops_cleanly(folder: Path) -> None:
-    import urllib.request
-
     cli = Cli(folder)
     server = cli.popen("review", "job.yaml", "--no-browser")
     try:
@@ -202,3 +201,32 @@ def test_the_command_prints_its_url_and_stops_cleanly(folder: Path) -> None:
     assert server.returncode == 0, err
     missing = cli("review", "other.yaml", "--no-browser")
     assert missing.returncode == 2 and "no ledger at" in missing.stderr
+
+
+def test_the_page_opens_in_a_browser_where_one_exists(folder: Path, tmp_path: Path) -> None:
+    """$BROWSER stands in for the desktop's browser: it is handed the printed URL. With no
+    display, no browser is tried (a console one would take the terminal) and the review
+    works all the same."""
+    opened = tmp_path / "opened.txt"
+    script = tmp_path / "browser.sh"
+    script.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    script.chmod(0o755)
+    cli = Cli(folder)
+    for env, expect_open in (({"DISPLAY": ":0", "BROWSER": f"{script} %s"}, True),
+                             ({"DISPLAY": "", "BROWSER": f"{script} %s"}, False)):
+        opened.unlink(missing_ok=True)
+        server = cli.popen("review", "job.yaml", env=env)
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().split(" ", 1)[1].strip()
+            assert server.stdout.readline().startswith("(Ctrl-C to stop")
+            if expect_open:
+                wait_until(opened.exists, "the browser to be handed the URL")
+                assert opened.read_text().strip() == url
+            with urllib.request.urlopen(url) as page:
+                assert page.status == 200
+        finally:
+            server.terminate()
+            _out, err = server.communicate(timeout=30)
+        assert server.returncode == 0, err
+        assert expect_open or not opened.exists()
