@@ -2,7 +2,8 @@
 
 Owns the little web server: an aiohttp app bound to 127.0.0.1 only, every URL
 under a random token (`/<token>/...`; anything else, or any caller that is not
-this machine, gets 403), the page (review_template.html), a small JSON API
+this machine, gets 403), the page (review_template.html with review.css and
+review.js beside it), a small JSON API
 (`api/results`, `api/decide`, `api/undo`) and the pictures.
 
 It serves only the files the ledger and the sidecars name for this manifest:
@@ -45,6 +46,8 @@ HOST = "127.0.0.1"
 LOOPBACK = {"127.0.0.1", "::1"}
 THUMB_PX, VIEW_PX = 240, 1600  # grid tiles; the large before/after view
 MAX_BODY = 64 * 1024  # a decision is an id and a note
+# The page's own style and script, beside its template (package data), served from memory.
+ASSETS = {"review.css": "text/css", "review.js": "text/javascript"}
 # Only pictures are served, whatever a hand-edited sidecar names.
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp",
@@ -107,6 +110,8 @@ def make_app(review: Session) -> web.Application:
     app = web.Application(middlewares=[_guard(review.token)], client_max_size=MAX_BODY)
     prefix = f"/{review.token}"
     app.router.add_get(prefix + "/", functools.partial(_page, review))
+    for name, kind in ASSETS.items():
+        app.router.add_get(f"{prefix}/{name}", functools.partial(_asset, name, kind))
     app.router.add_get(prefix + "/api/results", functools.partial(_results, review))
     app.router.add_post(prefix + "/api/decide", functools.partial(_decide, review))
     app.router.add_post(prefix + "/api/undo", functools.partial(_undo, review))
@@ -134,8 +139,13 @@ def _guard(token: str) -> Any:
 
 
 async def _page(review: Session, request: web.Request) -> web.Response:
-    body = _template().replace("{{title}}", html.escape(f"{review.manifest.name} · imgedit review"))
+    title = html.escape(f"{review.manifest.name} · imgedit review")
+    body = _packaged("review_template.html").replace("{{title}}", title)
     return web.Response(text=body, content_type="text/html")
+
+
+async def _asset(name: str, kind: str, request: web.Request) -> web.Response:
+    return web.Response(text=_packaged(name), content_type=kind)
 
 
 async def _results(review: Session, request: web.Request) -> web.Response:
@@ -196,8 +206,8 @@ async def _preview(review: Session, px: int, request: web.Request) -> web.FileRe
 
 
 @functools.cache
-def _template() -> str:
-    return resources.files("pipeline.views").joinpath("review_template.html").read_text("utf-8")
+def _packaged(name: str) -> str:
+    return resources.files("pipeline.views").joinpath(name).read_text("utf-8")
 
 
 # --- the command ---------------------------------------------------------------------------
