@@ -61,7 +61,7 @@ class Batches:
 
     def __init__(self, ledger: Ledger):
         self._ledger = ledger
-        self._db = ledger._db
+        self._db = ledger.connection()
 
     def intend(self, token: str, provider: str, endpoint: str, run_id: int,
                tasks: Iterable[tuple[Task, str]]) -> int:

@@ -70,7 +70,23 @@ def m002_file_format(db: sqlite3.Connection) -> None:
 
 
 @migration
-def m003_batches(db: sqlite3.Connection) -> None:
+def m003_reviews(db: sqlite3.Connection) -> None:
+    # A reviewer's decisions, one row each: the latest about a task's current result counts
+    # (reviews.py). `result_at` is the task's `updated_at` when it was reviewed: a new
+    # result (a redo, a changed prompt) has no decision until someone looks at it.
+    db.execute(
+        """CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        result_at TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+        note TEXT, decided_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX reviews_by_task ON reviews (task_id, id)")
+
+
+@migration
+def m004_batches(db: sqlite3.Connection) -> None:
     # Batch mode (DESIGN.md "Batch mode"). A row is written BEFORE its batch is created:
     # `token` goes into the batch's metadata too, so a run killed between creating the
     # batch and recording its `id` finds it again by listing the provider's batches.
@@ -86,7 +102,7 @@ def m003_batches(db: sqlite3.Connection) -> None:
     # `batched` is a new task state, and SQLite cannot change a CHECK: the table is
     # rebuilt with it, and with the token of the batch a batched task is in.
     db.execute(
-        """CREATE TABLE tasks_v3 (
+        """CREATE TABLE tasks_v4 (
         id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
         state TEXT NOT NULL CHECK (state IN
             ('pending', 'submitted', 'batched', 'succeeded', 'failed', 'unknown')),
@@ -96,9 +112,12 @@ def m003_batches(db: sqlite3.Connection) -> None:
         updated_at TEXT NOT NULL, first_input TEXT, batch TEXT
         )"""
     )
-    db.execute("INSERT INTO tasks_v3 SELECT *, NULL FROM tasks")
+    columns = ("id, fingerprint, state, terminal, reason, error_type, error_code, attempts,"
+               " outputs, sidecar, model, prompt, cost, usage, request_id, run_id, updated_at,"
+               " first_input")
+    db.execute(f"INSERT INTO tasks_v4 ({columns}) SELECT {columns} FROM tasks")
     db.execute("DROP TABLE tasks")
-    db.execute("ALTER TABLE tasks_v3 RENAME TO tasks")
+    db.execute("ALTER TABLE tasks_v4 RENAME TO tasks")
     db.execute("CREATE INDEX tasks_by_batch ON tasks (batch) WHERE batch IS NOT NULL")
 
 

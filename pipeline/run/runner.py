@@ -9,6 +9,7 @@ then cancel. The key is handed to the client and to nothing else.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -45,6 +46,7 @@ from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
 from pipeline.run import batch as batch_mod
+from pipeline.run import redo
 from pipeline.run.scheduler import Scheduler, Stop
 from pipeline.simulator.app import SimulatorOptions, running_simulator
 from pipeline.task import Task
@@ -69,6 +71,7 @@ class RunOptions:
     json: bool = False
     quiet: bool = False
     wait: bool = False  # --wait: poll until every provider batch has ended (batch mode)
+    prompt_suffix: str | None = None  # --prompt-suffix, with --redo-rejected
 
 
 @dataclass
@@ -150,7 +153,10 @@ def batcher_for(job: Job, ledger: Ledger, options: RunOptions) -> batch_mod.Batc
     """The run's batch mode, and the run's ledger row (batch answers are recorded in it)."""
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
-    return batch_mod.Batcher(models=job.models, provider=job.provider, settings=job.settings,
+    # A redo of rejected results goes live (it keeps the rejected files aside as it writes).
+    settings = (dataclasses.replace(job.settings, batch=False)
+                if options.selection.redo_rejected else job.settings)
+    return batch_mod.Batcher(models=job.models, provider=job.provider, settings=settings,
                              ledger=ledger, price=_pricer(job.models), tasks=job.manifest.tasks,
                              run_id=run_id, wait=options.wait, quiet=options.quiet)
 
@@ -201,18 +207,26 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
             gateway = Gateway(session, provider, settings.timeout)
+            chosen = options.selection
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
-                                  key_salt=f":run{run_id}" if options.selection.force else "")
+                                  key_salt=f":run{run_id}" if chosen.force
+                                  or chosen.redo_rejected else "",
+                                  keep_aside=redo.rejected_files(ledger)
+                                  if chosen.redo_rejected else None)
             api = BatchAPI(session, provider, settings.timeout)
-            if settings.batch:  # first, so the provider's clock starts; the rest goes live
+            # Batch first, so the provider's clock starts; the rest goes live. A redo of
+            # rejected results goes live: it keeps the rejected files aside as it writes.
+            batching = settings.batch and not chosen.redo_rejected
+            if batching:
                 await batcher.submit(api, _batch_pass(job, ledger, options, plan, batcher))
                 tally.total -= batcher.outcome.batched
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
-            walked = (w for w in walked if not batcher.takes(w[0]))
+            walked = (w for w in walked if not (batching and batcher.takes(w[0])))
             walked = _note_resent(walked, options.selection, scheduler.unknown_resent)
-            work = select(walked, options.selection, job.models, plan)
+            work = redo.with_prompt_suffix(select(walked, chosen, job.models, plan),
+                                           options.prompt_suffix)
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
                                  signalled)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ from pipeline.views.tally import Tally
 
 async def save_answer(task: Task, fingerprint: str, answer: Answer, *, attempts: int,
                       cost: float, ledger: Ledger, tally: Tally, disk: anyio.CapacityLimiter,
-                      extra: dict[str, Any] | None = None) -> list[Path]:
-    """Write, record and count one answer; returns the output paths."""
+                      extra: dict[str, Any] | None = None,
+                      before_write: Callable[[], object] | None = None) -> list[Path]:
+    """Write, record and count one answer; returns the output paths. `before_write` runs in
+    the writer thread first (a redo keeps the rejected image aside)."""
     record: dict[str, Any] = {
         "task_id": task.id, "fingerprint": fingerprint, "model": task.model,
         "prompt": task.prompt, "request": dict(task.fields),
@@ -39,6 +42,8 @@ async def save_answer(task: Task, fingerprint: str, answer: Answer, *, attempts:
     }
 
     def write() -> tuple[list[Path], Path]:
+        if before_write is not None:
+            before_write()
         outputs = write_outputs(task, answer.images, answer.formats)
         record["outputs"] = [str(p) for p in outputs]
         return outputs, write_sidecar(task, answer.formats[0], record)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -26,6 +27,7 @@ from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.store import Attempt, Ledger
+from pipeline.run.redo import keep_rejected
 from pipeline.run.saving import save_answer
 from pipeline.task import Task
 from pipeline.views.logs import event
@@ -74,6 +76,7 @@ class Scheduler:
         limiter: RateLimiter | None = None,
         cooldown: Cooldown | None = None,
         key_salt: str = "",
+        keep_aside: Mapping[str, list[Path]] | None = None,
     ):
         self.gateway = gateway
         self.ledger = ledger
@@ -89,6 +92,8 @@ class Scheduler:
         # keys would hand back the old answer. Without it, a re-sent `unknown` task keeps
         # its key, so such a gateway can return what it already billed.
         self.key_salt = key_salt
+        # --redo-rejected: task id → its rejected files, renamed aside before the new write.
+        self.keep_aside = keep_aside or {}
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
         self.disk = anyio.CapacityLimiter(4)
@@ -265,9 +270,11 @@ class Scheduler:
               code=getattr(exc, "code", None))
 
     async def _save(self, task: Task, fingerprint: str, answer: Answer, attempts: int) -> None:
+        aside = self.keep_aside.get(task.id)
         await save_answer(task, fingerprint, answer, attempts=attempts,
                           cost=self.price(task, answer), ledger=self.ledger, tally=self.tally,
-                          disk=self.disk)
+                          disk=self.disk,
+                          before_write=functools.partial(keep_rejected, aside) if aside else None)
         max_cost = self.settings.max_cost
         if max_cost is not None and self.tally.spent >= max_cost:
             self.stop.set(f"the budget of {max_cost:g} is spent")
