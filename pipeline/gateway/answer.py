@@ -1,0 +1,254 @@
+"""An answer, parsed against a schema, within bounds.
+
+Owns turning what a gateway sent back into images we may keep: the body read
+with a size cap (`read_capped`), JSON parsed only when its nesting is shallow
+(`parse_json`), every field's type checked, usage values validated
+(`usage_of`), base64 sized before it is decoded, and each image fully decoded
+under a pixel limit, in png, jpeg or webp only (`check_image`). Exactly `n`
+images count: extra items are ignored and noted, fewer fail the answer
+(`decode_images_answer`, the `/images/edits` shape).
+
+Every route reads its answer through these functions: a route that finds image
+bytes elsewhere (a chat message's data URL, Gemini's `inlineData`) passes them
+to `check_image`, and its JSON to `parse_json` and `usage_of`.
+
+Any surprise is a BadResponse with a clear reason, never another exception.
+Never sends a request itself (URLs are fetched by the caller's `fetch`), never
+writes a file, and never keeps the pixels it decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+import re
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from PIL import Image
+
+from pipeline.config.models import sniff_format
+from pipeline.config.redact import clean
+from pipeline.errors import BadResponse
+
+MB = 1024 * 1024
+DEFAULT_MAX_BYTES = 64 * MB  # `max_answer_mb` in models.yaml overrides it per model
+MAX_DEPTH = 32  # an images answer nests 4 deep; a body nested deeper is no answer
+MAX_STRUCTURE = 100_000  # brackets in a body: a real answer has a few dozen
+# Pixels one returned image may have, checked from its header before it is decoded: the
+# largest outputs (4K) are ~17 MP; a 30000x30000 bomb is 900 MP. Pillow's own limit
+# (Image.MAX_IMAGE_PIXELS) is raised as an error too, never only warned about.
+MAX_PIXELS = 40_000_000
+MAX_TOKENS = 10**9  # a usage count above this is nonsense, and would overflow a price
+TEXT_CHARS = 4000  # a revised prompt kept in the sidecar
+
+_PILLOW = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+_OTHER_FORMATS = [  # what a refused image was, for the message
+    (b"GIF8", "a GIF"), (b"II*\x00", "a TIFF"), (b"MM\x00*", "a TIFF"), (b"BM", "a BMP"),
+    (b"<svg", "an SVG"), (b"<?xml", "XML (an SVG?)"), (b"\x00\x00\x01\x00", "an ICO"),
+]
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+@dataclass(frozen=True)
+class Images:
+    """The checked result of one answer: exactly the images asked for."""
+
+    images: list[bytes]
+    formats: list[str]  # the real format of each: png, jpeg or webp
+    usage: dict[str, Any] | None
+    revised_prompt: str | None
+    notes: list[str] = field(default_factory=list)  # what was ignored, for the sidecar
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, refused as soon as it is known to exceed `limit` bytes: by its
+    Content-Length before reading, else while it streams in."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise BadResponse(f"the answer is {_mb(declared)}, over the {_mb(limit)} limit "
+                          "(max_answer_mb in models.yaml)")
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise BadResponse(f"the answer is over the {_mb(limit)} limit "
+                              "(max_answer_mb in models.yaml); the rest was not read")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+    """The JSON value of `body`, its nesting measured before the parser (which recurses)
+    sees it."""
+    structure = _STRINGS.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if len(structure) > MAX_STRUCTURE:
+        raise BadResponse(f"the answer has {len(structure)} brackets: no image answer does")
+    depth = deepest = 0
+    for byte in structure:
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > max_depth:
+        raise BadResponse(f"the answer is nested {deepest} deep (at most {max_depth} taken)")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BadResponse(f"the answer is not JSON ({exc}): {_excerpt(body)}") from exc
+
+
+def usage_of(value: Any) -> tuple[dict[str, Any] | None, list[str]]:
+    """The usage counts we can trust, and a note for each value ignored. Kept: whole,
+    finite, non-negative numbers up to MAX_TOKENS, and one level of `*_details` maps of
+    the same."""
+    if value is None:
+        return None, []
+    if not isinstance(value, dict):
+        return None, [f"usage ignored: {type(value).__name__}, not an object"]
+    kept: dict[str, Any] = {}
+    notes: list[str] = []
+    for key, count in list(value.items())[:50]:
+        if isinstance(count, dict):
+            inner = {k: v for k, v in list(count.items())[:50] if _count_ok(v)}
+            if len(inner) < len(count):
+                notes.append(f"usage.{clean(key, limit=60)}: some values ignored")
+            kept[key] = inner
+        elif _count_ok(count):
+            kept[key] = count
+        else:
+            notes.append(f"usage.{clean(key, limit=60)} ignored: {clean(repr(count), limit=60)}"
+                         " is not a count")
+    return (kept or None), notes
+
+
+def _count_ok(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and 0 <= value <= MAX_TOKENS
+
+
+def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[bytes, str]:
+    """`data` and its format, once it has decoded whole as a png, jpeg or webp of at most
+    `max_pixels`. Anything else is a BadResponse saying what it was."""
+    fmt = sniff_format(data[:16])
+    if fmt is None:
+        raise BadResponse(f"the answer's image is {_what(data)}, not png, jpeg or webp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=[_PILLOW[fmt]]) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise BadResponse(f"the answer's {fmt} is {width}x{height} pixels, over "
+                                      f"the {max_pixels:,} taken: a decompression bomb?")
+                image.load()  # every pixel: a truncated or corrupt file fails here
+    except BadResponse:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise BadResponse(f"the answer's {fmt} is a decompression bomb: {exc}") from exc
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise BadResponse(f"the answer's {fmt} image is corrupt: {exc}") from exc
+    if width < 1 or height < 1:
+        raise BadResponse(f"the answer's {fmt} image is empty ({width}x{height})")
+    return data, fmt
+
+
+def b64_image(text: Any, *, max_bytes: int, what: str = "b64_json") -> bytes:
+    """Base64 text decoded, its size judged from its length first."""
+    if not isinstance(text, str):
+        raise BadResponse(f"{what} is {type(text).__name__}, not a string")
+    if len(text) // 4 * 3 > max_bytes:
+        raise BadResponse(f"{what} would decode to {_mb(len(text) // 4 * 3)}, over the "
+                          f"{_mb(max_bytes)} limit (max_answer_mb in models.yaml)")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadResponse(f"{what} is not valid base64: {exc}") from exc
+
+
+def data_url_image(url: str, *, max_bytes: int) -> bytes:
+    """The bytes of a `data:image/...;base64,` URL."""
+    head, comma, payload = url.partition(",")
+    if not comma or not head.startswith("data:image/") or not head.endswith(";base64"):
+        raise BadResponse(f"a data URL that is no base64 image: {clean(head, limit=80)}")
+    return b64_image(payload, max_bytes=max_bytes, what="the data URL")
+
+
+async def decode_images_answer(
+    body: bytes, *, n: int, max_bytes: int = DEFAULT_MAX_BYTES,
+    fetch: Callable[[str], Awaitable[bytes]],
+) -> Images:
+    """An `/images/edits` answer (`{"data": [{"b64_json"|"url", "revised_prompt"?}],
+    "usage"?}`) as exactly `n` checked images. `fetch` downloads an https URL under the
+    caller's rules. A BadResponse raised here carries the answer's usage, when it had any,
+    so the caller can price what it paid for."""
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise BadResponse(f"the answer is a JSON {type(payload).__name__}, not an object")
+    usage, notes = usage_of(payload.get("usage"))
+    try:
+        items = _items(payload.get("data"), n, notes)
+        images = []
+        for index, item in enumerate(items):
+            images.append(check_image(await _item_bytes(item, index, max_bytes, fetch)))
+    except BadResponse as exc:
+        exc.usage = usage
+        raise
+    revised = next((item["revised_prompt"] for item in items
+                    if isinstance(item.get("revised_prompt"), str)), None)
+    return Images([data for data, _ in images], [fmt for _, fmt in images], usage,
+                  None if revised is None else clean(revised, limit=TEXT_CHARS), notes)
+
+
+def _items(data: Any, n: int, notes: list[str]) -> list[dict[str, Any]]:
+    """The first `n` items of `data`, each an object; extras are noted, not read."""
+    if not isinstance(data, list):
+        got = "missing" if data is None else f"a {type(data).__name__}"
+        raise BadResponse(f"the answer's 'data' is {got}, not a list of images")
+    if len(data) < n:
+        raise BadResponse(f"the answer holds {len(data)} image(s); {n} were asked for")
+    if len(data) > n:
+        notes.append(f"the answer held {len(data)} images; {n} asked for: the other "
+                     f"{len(data) - n} were ignored")
+    for index, item in enumerate(data[:n]):
+        if not isinstance(item, dict):
+            raise BadResponse(f"data[{index}] is a {type(item).__name__}, not an object")
+    return data[:n]
+
+
+async def _item_bytes(item: dict[str, Any], index: int, max_bytes: int,
+                      fetch: Callable[[str], Awaitable[bytes]]) -> bytes:
+    b64, url = item.get("b64_json"), item.get("url")
+    if b64 is not None and b64 != "":
+        return b64_image(b64, max_bytes=max_bytes, what=f"data[{index}].b64_json")
+    if url is None or url == "":
+        raise BadResponse(f"data[{index}] has neither b64_json nor url")
+    if not isinstance(url, str):
+        raise BadResponse(f"data[{index}].url is {type(url).__name__}, not a string")
+    if url[:5].lower() == "data:":
+        return data_url_image(url, max_bytes=max_bytes)
+    return await fetch(url)
+
+
+def _what(data: bytes) -> str:
+    head = data[:16].lstrip()
+    for magic, name in _OTHER_FORMATS:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF":
+        return "a RIFF file that is not WebP"
+    return "no image" if data else "empty"
+
+
+def _excerpt(body: bytes) -> str:
+    return clean(body[:120].decode("utf-8", "replace"), limit=120)
+
+
+def _mb(size: int) -> str:
+    return f"{size / MB:.1f} MB"

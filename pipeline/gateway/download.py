@@ -1,0 +1,145 @@
+"""Where an answer's image URL may be fetched from, and with which headers.
+
+Owns the download rules of DESIGN.md ("The API"): our headers (Authorization and
+the provider's extra headers) go only to the gateway's exact origin (scheme,
+host and port); `http:` only to that origin when the gateway itself speaks
+http, never as a downgrade of an https gateway; no `file:` or other scheme;
+no loopback, link-local or private address unless it is the gateway's own;
+redirects followed by hand, a few at most, each over https, re-checked and
+without our headers. The body is capped while it streams (answer.read_capped).
+
+Every refusal is a BadResponse naming the rule. Never follows a redirect it has
+not checked, and never sends our headers anywhere but the gateway.
+Known limit: the address check resolves the name itself, so a name whose DNS
+answer changes between our look-up and aiohttp's (rebinding) is not caught.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from pipeline.config.redact import clean
+from pipeline.errors import BadResponse
+from pipeline.gateway.answer import read_capped
+
+MAX_REDIRECTS = 5
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int | None
+
+    @classmethod
+    def of(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or _DEFAULT_PORTS.get(scheme)
+        except ValueError as exc:
+            raise BadResponse(f"the answer's url has a bad port: {_short(url)}") from exc
+        return cls(scheme, (parts.hostname or "").lower(), port)
+
+
+class Downloads:
+    """Fetches answer URLs for one gateway. `headers()` gives our headers for its origin."""
+
+    def __init__(self, session: aiohttp.ClientSession, gateway_url: str,
+                 headers: Callable[[], Mapping[str, str]], timeout: aiohttp.ClientTimeout):
+        self.session = session
+        self.gateway = Origin.of(gateway_url)
+        self.headers = headers
+        self.timeout = timeout
+        self._gateway_addresses: set[str] | None = None
+
+    async def fetch(self, url: str, limit: int) -> bytes:
+        """The body at `url`, at most `limit` bytes, after every rule above."""
+        first = True
+        for _ in range(MAX_REDIRECTS + 1):
+            await self.check(url, redirected=not first)
+            ours = first and Origin.of(url) == self.gateway
+            headers = dict(self.headers()) if ours else {}
+            try:
+                async with self.session.get(url, headers=headers, timeout=self.timeout,
+                                            allow_redirects=False) as response:
+                    if response.status in (301, 302, 303, 307, 308):
+                        target = response.headers.get("Location")
+                        if not target:
+                            raise BadResponse("downloading the result: a redirect with no "
+                                              "Location")
+                        url, first = urljoin(url, target), False
+                        continue
+                    if response.status != 200:
+                        raise BadResponse(
+                            f"downloading the result failed: HTTP {response.status}")
+                    return await read_capped(response, limit)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise BadResponse(f"downloading the result failed: {exc}") from exc
+        raise BadResponse(f"downloading the result: more than {MAX_REDIRECTS} redirects")
+
+    async def check(self, url: str, *, redirected: bool = False) -> None:
+        """Raise BadResponse unless `url` may be fetched (see the module's rules)."""
+        where = Origin.of(url)
+        if where.scheme not in _DEFAULT_PORTS:
+            raise BadResponse(f"the answer's url is not http(s), refused: {_short(url)}")
+        if not where.host:
+            raise BadResponse(f"the answer's url names no host: {_short(url)}")
+        if urlsplit(url).username is not None:
+            raise BadResponse(f"the answer's url carries a user name, refused: {_short(url)}")
+        if where.scheme == "http":
+            if redirected:
+                raise BadResponse(f"a download redirected to http, refused: {_short(url)}")
+            if where != self.gateway:
+                why = ("a downgrade from the gateway's https" if where.host == self.gateway.host
+                       and self.gateway.scheme == "https" else "not https")
+                raise BadResponse(f"the answer's url is {why}, refused: {_short(url)}")
+        if where.host == self.gateway.host:
+            return
+        for address in await _addresses(where.host, where.port):
+            if _internal(address) and address not in await self._own_addresses():
+                raise BadResponse(f"the answer's url points at an internal address ({address})"
+                                  f" that is not the gateway's, refused: {_short(url)}")
+
+    async def _own_addresses(self) -> set[str]:
+        if self._gateway_addresses is None:
+            try:
+                found = await _addresses(self.gateway.host, self.gateway.port)
+            except BadResponse:
+                found = []
+            self._gateway_addresses = set(found)
+        return self._gateway_addresses
+
+
+async def _addresses(host: str, port: int | None) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port,
+                                                             type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BadResponse(f"the answer's url host {clean(host, limit=100)} does not resolve: "
+                          f"{exc}") from exc
+    return sorted({str(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos})
+
+
+def _internal(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
+            or ip.is_multicast or ip.is_unspecified)
+
+
+def _short(url: str) -> str:
+    return clean(url, limit=200)
