@@ -68,19 +68,24 @@ class Images:
     notes: list[str] = field(default_factory=list)  # what was ignored, for the sidecar
 
 
-async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse, limit: int, *,
+                      head_only: bool = False) -> bytes:
     """The body, refused as soon as it is known to exceed `limit` bytes: by its
-    Content-Length before reading, else while it streams in."""
+    Content-Length before reading, else while it streams in. With `head_only` (an error
+    body, read for its message) the first `limit` bytes are returned instead."""
     declared = response.content_length
-    if declared is not None and declared > limit:
+    if declared is not None and declared > limit and not head_only:
         raise BadResponse(f"the answer is {_mb(declared)}, over the {_mb(limit)} limit "
                           "(max_answer_mb in models.yaml)")
     chunks, size = [], 0
     async for chunk in response.content.iter_chunked(256 * 1024):
-        size += len(chunk)
-        if size > limit:
+        if size + len(chunk) > limit:
+            if head_only:
+                chunks.append(chunk[: limit - size])
+                break
             raise BadResponse(f"the answer is over the {_mb(limit)} limit "
                               "(max_answer_mb in models.yaml); the rest was not read")
+        size += len(chunk)
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -212,10 +212,7 @@ async def _status_error(response: aiohttp.ClientResponse, limit: int,
                            "not followed (set base_url to the address it should use)",
                            request_id=request_id)
     error: dict[str, Any] = {}
-    try:
-        body = await read_capped(response, limit)
-    except BadResponse:
-        body = b""  # an error body over the limit: the status alone must do
+    body = await read_capped(response, limit, head_only=True)  # a huge one: its head
     try:
         parsed = json.loads(body)
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):

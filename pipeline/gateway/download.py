@@ -130,7 +130,7 @@ async def _addresses(host: str, port: int | None) -> list[str]:
     except OSError as exc:
         raise BadResponse(f"the answer's url host {clean(host, limit=100)} does not resolve: "
                           f"{exc}") from exc
-    return sorted({str(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos})
+    return sorted({str(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos})
 
 
 def _internal(address: str) -> bool:
