@@ -23,7 +23,6 @@ import base64
 import binascii
 import io
 import json
-import math
 import re
 import warnings
 from collections.abc import Awaitable, Callable
@@ -127,15 +126,24 @@ def usage_of(value: Any) -> tuple[dict[str, Any] | None, list[str]]:
         elif _count_ok(count):
             kept[key] = count
         else:
-            notes.append(f"usage.{clean(key, limit=60)} ignored: {clean(repr(count), limit=60)}"
-                         " is not a count")
+            notes.append(f"usage.{clean(key, limit=60)} ignored: {_shown(count)} is not a "
+                         "count")
     return (kept or None), notes
 
 
 def _count_ok(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    return math.isfinite(value) and 0 <= value <= MAX_TOKENS
+    return 0 <= value <= MAX_TOKENS  # False for NaN; no float() that could overflow
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return f"a JSON {type(value).__name__}"
+    try:
+        return clean(repr(value), limit=60)
+    except ValueError:  # an int too long to print
+        return "a huge number"
 
 
 def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[bytes, str]:
