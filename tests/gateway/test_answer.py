@@ -108,7 +108,7 @@ def test_usage_keeps_only_counts_and_notes_the_rest(usage: Any, kept: Any, notes
 def test_base64_is_sized_by_its_length_before_it_is_decoded() -> None:
     # A 300 MB-shaped answer in miniature: 4 MB of text against a 1 MB limit. The length
     # alone refuses it (the text is not even valid base64, so a decode would say otherwise).
-    with pytest.raises(BadResponse, match="would decode to 3.0 MB, over the 1.0 MB limit"):
+    with pytest.raises(BadResponse, match=r"would decode to 3\.0 MB, over the 1\.0 MB limit"):
         b64_image("!" * (4 * MB), max_bytes=MB)
 
 

@@ -125,5 +125,5 @@ async def test_an_error_message_is_cut_stripped_and_redacted(tmp_path: Path,
 async def test_a_url_answer_is_cut_off_at_the_models_cap(tmp_path: Path, hostile: Hostile,
                                                          gateway: Gateway) -> None:
     gateway.max_answer_bytes = lambda model: 1024 * 1024  # type: ignore[method-assign]
-    with pytest.raises(BadResponse, match="over the 1.0 MB limit"):
+    with pytest.raises(BadResponse, match=r"over the 1\.0 MB limit"):
         await gateway.edit(task(tmp_path, "huge-url"), "k")
