@@ -52,6 +52,7 @@ _OTHER_FORMATS = [  # what a refused image was, for the message
     (b"GIF8", "a GIF"), (b"II*\x00", "a TIFF"), (b"MM\x00*", "a TIFF"), (b"BM", "a BMP"),
     (b"<svg", "an SVG"), (b"<?xml", "XML (an SVG?)"), (b"\x00\x00\x01\x00", "an ICO"),
 ]
+_USAGE_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # what we keep of usage's key names
 _STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -118,8 +119,11 @@ def usage_of(value: Any) -> tuple[dict[str, Any] | None, list[str]]:
     kept: dict[str, Any] = {}
     notes: list[str] = []
     for key, count in list(value.items())[:50]:
-        if isinstance(count, dict):
-            inner = {k: v for k, v in list(count.items())[:50] if _count_ok(v)}
+        if not _USAGE_KEY.fullmatch(key):
+            notes.append(f"usage key {_shown(key)} ignored: not a name")
+        elif isinstance(count, dict):
+            inner = {k: v for k, v in list(count.items())[:50]
+                     if _USAGE_KEY.fullmatch(k) and _count_ok(v)}
             if len(inner) < len(count):
                 notes.append(f"usage.{clean(key, limit=60)}: some values ignored")
             kept[key] = inner

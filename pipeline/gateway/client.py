@@ -158,7 +158,7 @@ class Gateway:
                                                   **content_type},
                     timeout=self.timeout, allow_redirects=False,
                 ) as response:
-                    request_id = _request_id(response.headers)
+                    request_id = _request_id(response.headers, self._secrets)
                     if response.status != 200:
                         raise await _status_error(response, limit, request_id)
                     try:
@@ -184,8 +184,10 @@ class Gateway:
         except BadResponse as exc:
             exc.status, exc.request_id = 200, request_id  # answered, so perhaps billed
             raise
-        return Answer(images.images, images.formats, images.usage, images.revised_prompt,
-                      request_id, tuple(images.notes))
+        revised = images.revised_prompt
+        return Answer(images.images, images.formats, images.usage,
+                      None if revised is None else clean(revised, self._secrets, limit=None),
+                      request_id, tuple(clean(note, self._secrets) for note in images.notes))
 
 
 def _file_part(file: BinaryIO) -> tuple[bytes | BinaryIO, str]:
@@ -200,8 +202,9 @@ def _file_part(file: BinaryIO) -> tuple[bytes | BinaryIO, str]:
     return file, content_type
 
 
-def _request_id(headers: Any) -> str | None:
-    return headers.get("x-request-id") or headers.get("x-oneapi-request-id")
+def _request_id(headers: Any, secrets: list[str]) -> str | None:
+    found = headers.get("x-request-id") or headers.get("x-oneapi-request-id")
+    return clean(found, secrets, limit=200) if found else None
 
 
 async def _status_error(response: aiohttp.ClientResponse, limit: int,

@@ -248,6 +248,10 @@ CASES: dict[str, Answer] = {
     "post-307": lambda gw, r: web.Response(
         status=307, headers={"Location": gw.plain("/v1/images/edits")}),
     # item 7: what we store and print
+    "echo-key-200": lambda gw, r: web.json_response(
+        _images({**{"b64_json": b64(png())}, "revised_prompt": f"made with {gw.key}\x1b[2J"},
+                usage={"input_tokens": 1, f"\x1b[31m{gw.key}": 5}),
+        headers={"x-request-id": f"req-{gw.key}"}),
     "echo-key": lambda gw, r: _error(
         400, f"bad header {r.headers['Authorization']}; your key {gw.key} is wrong"),
     "huge-message": lambda gw, r: _error(400, "x" * (20 * MB)),

@@ -97,6 +97,7 @@ def test_a_body_of_brackets_is_refused_without_walking_it() -> None:
     ({"input_tokens": 10**400}, None, 1),
     ({"input_tokens_details": {"image_tokens": 3, "text_tokens": "x"}},
      {"input_tokens_details": {"image_tokens": 3}}, 1),
+    ({"\x1b[2J": 5, "output_tokens": 1}, {"output_tokens": 1}, 1),
     (None, None, 0),
 ])
 def test_usage_keeps_only_counts_and_notes_the_rest(usage: Any, kept: Any, notes: int) -> None:

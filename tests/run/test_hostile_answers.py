@@ -54,7 +54,7 @@ FAILS = {
 }
 NOT_PAID = {"post-307", "echo-key", "huge-message", "escapes"}  # no 200: one try, no charge
 SUCCEEDS = ["ok", "ok-url-own", "ok-url-cdn", "ok-redirect", "usage-lol", "usage-nan",
-            "hundred"]
+            "hundred", "echo-key-200"]
 
 
 @dataclass
@@ -170,8 +170,8 @@ def test_bad_usage_is_ignored_and_noted_and_priced_at_the_estimate(
 
 def test_every_paid_answer_is_in_the_spend(hostile_run: HostileRun) -> None:
     paid_bad = 2 * (len(FAILS) - len(NOT_PAID))
-    good_at_estimate = len(SUCCEEDS) - 1
-    expected = OK_USAGE_COST + ESTIMATE * (good_at_estimate + paid_bad)
+    good_at_estimate = len(SUCCEEDS) - 2  # "ok" and "echo-key-200" are priced by usage
+    expected = OK_USAGE_COST + 10.0 / 1_000_000 + ESTIMATE * (good_at_estimate + paid_bad)
     assert hostile_run.summary["spent"] == round(expected, 4)
     status = hostile_run.cli("status", "job.yaml", "--json", env=hostile_run.env)
     assert json.loads(status.stdout)["spent"] == round(expected, 4)
@@ -210,6 +210,9 @@ def test_what_is_stored_and_printed_is_clean(hostile_run: HostileRun) -> None:
         assert "\x1b" not in text and "\x07" not in text, name
         assert "x" * 2100 not in text, name
     assert "Bearer ***" in outputs["status"]
+    echoed = json.loads((folder / "out/echo-key-200.0.json").read_text())
+    assert (echoed["revised_prompt"], echoed["request_id"]) == ("made with ***", "req-***")
+    assert echoed["usage"] == {"input_tokens": 1}
 
 
 def test_a_rerun_pays_for_no_bad_answer_again(hostile_run: HostileRun) -> None:
