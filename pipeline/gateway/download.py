@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -41,12 +41,12 @@ class Origin:
 
     @classmethod
     def of(cls, url: str) -> Origin:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
         try:
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
             port = parts.port or _DEFAULT_PORTS.get(scheme)
-        except ValueError as exc:
-            raise BadResponse(f"the answer's url has a bad port: {_short(url)}") from exc
+        except ValueError as exc:  # a bad port, an unclosed [IPv6 literal
+            raise BadResponse(f"the answer's url is malformed ({exc}): {_short(url)}") from exc
         return cls(scheme, (parts.hostname or "").lower(), port)
 
 
@@ -54,8 +54,10 @@ class Downloads:
     """Fetches answer URLs for one gateway. `headers()` gives our headers for its origin."""
 
     def __init__(self, session: aiohttp.ClientSession, gateway_url: str,
-                 headers: Callable[[], Mapping[str, str]], timeout: aiohttp.ClientTimeout):
+                 headers: Callable[[], Mapping[str, str]], timeout: aiohttp.ClientTimeout,
+                 resolve: Callable[[str, int | None], Awaitable[list[str]]] | None = None):
         self.session = session
+        self.resolve = resolve or _addresses  # a name's addresses (tests pass their own)
         self.gateway = Origin.of(gateway_url)
         self.headers = headers
         self.timeout = timeout
@@ -93,7 +95,7 @@ class Downloads:
             raise BadResponse(f"the answer's url is not http(s), refused: {_short(url)}")
         if not where.host:
             raise BadResponse(f"the answer's url names no host: {_short(url)}")
-        if urlsplit(url).username is not None:
+        if "@" in urlsplit(url).netloc:
             raise BadResponse(f"the answer's url carries a user name, refused: {_short(url)}")
         if where.scheme == "http":
             if redirected:
@@ -104,7 +106,7 @@ class Downloads:
                 raise BadResponse(f"the answer's url is {why}, refused: {_short(url)}")
         if where.host == self.gateway.host:
             return
-        for address in await _addresses(where.host, where.port):
+        for address in await self._addresses(where):
             if _internal(address) and address not in await self._own_addresses():
                 raise BadResponse(f"the answer's url points at an internal address ({address})"
                                   f" that is not the gateway's, refused: {_short(url)}")
@@ -112,22 +114,25 @@ class Downloads:
     async def _own_addresses(self) -> set[str]:
         if self._gateway_addresses is None:
             try:
-                found = await _addresses(self.gateway.host, self.gateway.port)
+                found = await self._addresses(self.gateway)
             except BadResponse:
                 found = []
             self._gateway_addresses = set(found)
         return self._gateway_addresses
 
 
+    async def _addresses(self, origin: Origin) -> list[str]:
+        try:  # an address already: nothing to look up
+            return [str(ipaddress.ip_address(origin.host.strip("[]")))]
+        except ValueError:
+            return await self.resolve(origin.host, origin.port)
+
+
 async def _addresses(host: str, port: int | None) -> list[str]:
-    try:
-        return [str(ipaddress.ip_address(host.strip("[]")))]
-    except ValueError:
-        pass
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port,
                                                              type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # UnicodeError too: a name IDNA cannot encode
         raise BadResponse(f"the answer's url host {clean(host, limit=100)} does not resolve: "
                           f"{exc}") from exc
     return sorted({str(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos})

@@ -7,12 +7,16 @@ loopback, with the Gateway client as the run uses it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config.settings import Provider, Secret
 from pipeline.errors import BadResponse, StatusError
@@ -23,8 +27,14 @@ from tests.conftest import TEST_KEY, tiny_image
 from tests.gateway.hostile import Hostile
 
 
+async def public(host: str, port: int | None) -> list[str]:
+    """A resolver for names in these tests: every name is one public address, offline."""
+    return ["93.184.216.34"]
+
+
 def downloads(gateway_url: str) -> Downloads:
-    return Downloads(None, gateway_url, dict, aiohttp.ClientTimeout(total=5))  # type: ignore[arg-type]
+    return Downloads(None, gateway_url, dict, aiohttp.ClientTimeout(total=5),  # type: ignore[arg-type]
+                     resolve=public)
 
 
 @pytest.mark.parametrize(("gateway", "url", "words"), [
@@ -53,6 +63,20 @@ async def test_urls_that_must_not_be_fetched_are_refused(gateway: str, url: str,
 ])
 async def test_urls_that_may_be_fetched_pass(gateway: str, url: str) -> None:
     await downloads(gateway).check(url)
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=st.one_of(
+    st.text(max_size=60),
+    st.builds(lambda scheme, rest: f"{scheme}://{rest}",
+              st.sampled_from(["http", "https", "file", "HTTPS", "ftp", ""]),
+              st.text(alphabet=st.characters(codec="utf-8"), max_size=40))))
+def test_fuzz_any_url_is_allowed_or_refused_never_an_error(url: str) -> None:
+    async def check() -> None:
+        with contextlib.suppress(BadResponse):
+            await downloads("https://203.0.113.9/v1").check(url)
+
+    asyncio.run(check())
 
 
 async def test_a_redirect_may_not_go_to_http() -> None:
