@@ -83,6 +83,7 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int, *,
             if head_only:
                 chunks.append(chunk[: limit - size])
                 break
+            chunks.clear()  # the error's traceback keeps this frame: let the bytes go now
             raise BadResponse(f"the answer is over the {_mb(limit)} limit "
                               "(max_answer_mb in models.yaml); the rest was not read")
         size += len(chunk)

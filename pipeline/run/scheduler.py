@@ -189,7 +189,7 @@ class Scheduler:
                 self._on_paid_unusable(task, exc, failed)
                 self._count_billed(task, exc, failed)
                 self._on_error(task, exc, number, started_wall, time.monotonic() - started)
-                failed.append(exc)
+                failed.append(_without_frames(exc))
                 raise
             except anyio.get_cancelled_exc_class():
                 # Shutdown's grace ran out with this request on the wire: it may be billed.
@@ -323,6 +323,16 @@ class Scheduler:
         self.tally.wrote([str(p) for p in outputs])
         self.tally.spent += cost
         self._check_budget()
+
+
+def _without_frames(exc: RequestError) -> RequestError:
+    """The error, kept for the task's next attempts without the frames it was raised
+    through: they hold the answer's body (up to max_answer_mb) until the task ends."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        seen.__traceback__ = None
+        seen = seen.__cause__ or seen.__context__
+    return exc
 
 
 def _cause(exc: BaseException | None) -> str:
