@@ -29,7 +29,7 @@ _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u20
 _TOKENS = re.compile(
     r"(?i)(\bbearer\s+)[^\s\"',;]+"
     r"|\bsk-[A-Za-z0-9_\-]{6,}"
-    r"|((?:api[_-]?key|access[_-]?token|key|token)=)[^\s&\"',;]+"
+    r"|\b((?:api[_-]?key|access[_-]?token|key|token)=)[^\s&\"',;]+"
 )
 
 
