@@ -10,6 +10,8 @@ import asyncio
 import base64
 import io
 import json
+import struct
+import zlib
 from typing import Any
 
 import pytest
@@ -62,7 +64,24 @@ def test_a_truncated_image_fails_its_full_decode() -> None:
     Image.effect_noise((64, 64), 50).convert("RGB").save(out, "PNG")
     whole = out.getvalue()
     with pytest.raises(BadResponse, match="png image is corrupt"):
-        check_image(whole[: len(whole) - 40])  # header fine: verify() alone would pass it
+        check_image(whole[: len(whole) - 40])
+
+
+def test_pixels_that_do_not_decode_fail_even_when_every_checksum_holds() -> None:
+    """Garbage inside IDAT with its CRC made right: Pillow's verify() passes it, load()
+    does not. Only a full decode tells."""
+    out = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(out, "PNG")
+    data = bytearray(out.getvalue())
+    start = data.index(b"IDAT") + 4
+    length = struct.unpack(">I", data[start - 8:start - 4])[0]
+    data[start + 20:start + 60] = b"\xff" * 40
+    crc = zlib.crc32(bytes(data[start - 4:start + length])) & 0xFFFFFFFF
+    data[start + length:start + length + 4] = struct.pack(">I", crc)
+    with Image.open(io.BytesIO(bytes(data))) as image:
+        image.verify()  # what the client did before: it passes
+    with pytest.raises(BadResponse, match="png image is corrupt"):
+        check_image(bytes(data))
 
 
 def test_a_pixel_bomb_is_refused_before_it_is_decoded() -> None:
