@@ -6,11 +6,12 @@ with a size cap (`read_capped`), JSON parsed only when its nesting is shallow
 (`usage_of`), base64 sized before it is decoded, and each image fully decoded
 under a pixel limit, in png, jpeg or webp only (`check_image`). Exactly `n`
 images count: extra items are ignored and noted, fewer fail the answer
-(`decode_images_answer`, the `/images/edits` shape).
+(`take`, `checked_images`; `decode_images_answer` for the `/images/edits` shape).
 
-Every route reads its answer through these functions: a route that finds image
-bytes elsewhere (a chat message's data URL, Gemini's `inlineData`) passes them
-to `check_image`, and its JSON to `parse_json` and `usage_of`.
+Every route reads its answer through these functions: a route that finds images
+elsewhere (a chat message's data URL, Gemini's `inlineData`) hands its sources
+(bytes, `data:` or http(s) URLs) to `take` and `checked_images` (or single bytes
+to `check_image`), its body to `parse_json` and its usage to `usage_of`.
 
 Any surprise is a BadResponse with a clear reason, never another exception.
 Never sends a request itself (URLs are fetched by the caller's `fetch`), never
@@ -198,12 +199,13 @@ def data_url_image(url: str, *, max_bytes: int) -> bytes:
     return b64_image(payload, max_bytes=max_bytes, what="the data URL")
 
 
-async def decode_images_answer(
-    body: bytes, *, n: int, max_bytes: int = DEFAULT_MAX_BYTES,
-    fetch: Callable[[str], Awaitable[bytes]],
-) -> Images:
+Fetch = Callable[[str], Awaitable[bytes]]
+
+
+async def decode_images_answer(body: bytes, *, n: int, max_bytes: int = DEFAULT_MAX_BYTES,
+                               fetch: Fetch) -> Images:
     """An `/images/edits` answer (`{"data": [{"b64_json"|"url", "revised_prompt"?}],
-    "usage"?}`) as exactly `n` checked images. `fetch` downloads an https URL under the
+    "usage"?}`) as exactly `n` checked images. `fetch` downloads an http(s) URL under the
     caller's rules. A BadResponse raised here carries the answer's usage, when it had any,
     so the caller can price what it paid for."""
     payload = parse_json(body)
@@ -211,37 +213,59 @@ async def decode_images_answer(
         raise BadResponse(f"the answer is a JSON {type(payload).__name__}, not an object")
     usage, notes = usage_of(payload.get("usage"))
     try:
-        items = _items(payload.get("data"), n, notes)
-        images = []
-        for index, item in enumerate(items):
-            images.append(check_image(await _item_bytes(item, index, max_bytes, fetch)))
+        data = payload.get("data")
+        if not isinstance(data, list):
+            got = "missing" if data is None else f"a {type(data).__name__}"
+            raise BadResponse(f"the answer's 'data' is {got}, not a list of images")
+        items = take(data, n, notes)
+        sources = [_item_source(item, index, max_bytes) for index, item in enumerate(items)]
+        images, formats = await checked_images(sources, n=n, max_bytes=max_bytes, fetch=fetch)
     except BadResponse as exc:
         exc.usage = usage
         raise
     revised = next((item["revised_prompt"] for item in items
                     if isinstance(item.get("revised_prompt"), str)), None)
-    return Images([data for data, _ in images], [fmt for _, fmt in images], usage,
+    return Images(images, formats, usage,
                   None if revised is None else clean(revised, limit=TEXT_CHARS), notes)
 
 
-def _items(data: Any, n: int, notes: list[str]) -> list[dict[str, Any]]:
-    """The first `n` items of `data`, each an object; extras are noted, not read."""
-    if not isinstance(data, list):
-        got = "missing" if data is None else f"a {type(data).__name__}"
-        raise BadResponse(f"the answer's 'data' is {got}, not a list of images")
-    if len(data) < n:
-        raise BadResponse(f"the answer holds {len(data)} image(s); {n} were asked for")
-    if len(data) > n:
-        notes.append(f"the answer held {len(data)} images; {n} asked for: the other "
-                     f"{len(data) - n} were ignored")
-    for index, item in enumerate(data[:n]):
-        if not isinstance(item, dict):
-            raise BadResponse(f"data[{index}] is a {type(item).__name__}, not an object")
-    return data[:n]
+def take(found: list[Any], n: int, notes: list[str]) -> list[Any]:
+    """The first `n` of what an answer holds: fewer is a BadResponse, more are noted (and
+    never read)."""
+    if len(found) < n:
+        raise BadResponse(f"the answer holds {len(found)} image(s); {n} were asked for")
+    if len(found) > n:
+        notes.append(f"the answer held {len(found)} images; {n} asked for: the other "
+                     f"{len(found) - n} were ignored")
+    return found[:n]
 
 
-async def _item_bytes(item: dict[str, Any], index: int, max_bytes: int,
-                      fetch: Callable[[str], Awaitable[bytes]]) -> bytes:
+async def checked_images(sources: list[bytes | str], *, n: int, max_bytes: int,
+                         fetch: Fetch) -> tuple[list[bytes], list[str]]:
+    """Images and their formats from what a route found: bytes already decoded, a `data:`
+    URL, or an http(s) URL for `fetch`. Exactly `n` sources are expected (use `take`
+    first); each passes `check_image`."""
+    if len(sources) != n:
+        raise BadResponse(f"the answer holds {len(sources)} image(s); {n} were asked for")
+    images, formats = [], []
+    for source in sources:
+        if isinstance(source, str):
+            is_data = source[:5].lower() == "data:"
+            source = (data_url_image(source, max_bytes=max_bytes) if is_data
+                      else await fetch(source))
+        if len(source) > max_bytes:
+            raise BadResponse(f"an image of {_mb(len(source))} is over the {_mb(max_bytes)} "
+                              "limit (max_answer_mb in models.yaml)")
+        data, fmt = check_image(source)
+        images.append(data)
+        formats.append(fmt)
+    return images, formats
+
+
+def _item_source(item: Any, index: int, max_bytes: int) -> bytes | str:
+    """One `data` item as image bytes (from b64_json) or a URL to read."""
+    if not isinstance(item, dict):
+        raise BadResponse(f"data[{index}] is a {type(item).__name__}, not an object")
     b64, url = item.get("b64_json"), item.get("url")
     if b64 is not None and b64 != "":
         return b64_image(b64, max_bytes=max_bytes, what=f"data[{index}].b64_json")
@@ -249,9 +273,7 @@ async def _item_bytes(item: dict[str, Any], index: int, max_bytes: int,
         raise BadResponse(f"data[{index}] has neither b64_json nor url")
     if not isinstance(url, str):
         raise BadResponse(f"data[{index}].url is {type(url).__name__}, not a string")
-    if url[:5].lower() == "data:":
-        return data_url_image(url, max_bytes=max_bytes)
-    return await fetch(url)
+    return url
 
 
 def _what(data: bytes) -> str:

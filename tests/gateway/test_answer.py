@@ -24,8 +24,10 @@ from pipeline.gateway.answer import (
     MB,
     b64_image,
     check_image,
+    checked_images,
     decode_images_answer,
     parse_json,
+    take,
     usage_of,
 )
 from tests.gateway.hostile import encoded, pixel_bomb, png
@@ -182,6 +184,24 @@ def test_a_url_goes_to_the_callers_fetch_and_is_checked() -> None:
         "png"]
     with pytest.raises(BadResponse, match="a GIF"):
         decode({"data": [{"url": "https://cdn.example/a.gif"}]}, fetch=fetch)
+
+
+def test_sources_from_any_route_pass_the_same_checks() -> None:
+    """What chat and gemini routes find (bytes, data: URLs, http URLs) goes through
+    `take` and `checked_images`: the count, the size and every image checked."""
+    async def fetch(url: str) -> bytes:
+        return encoded("JPEG")
+
+    data_url = "data:image/webp;base64," + base64.b64encode(encoded("WEBP")).decode()
+    notes: list[str] = []
+    sources = take([png(), data_url, "https://cdn.example/a.jpg", b"extra"], 3, notes)
+    images, formats = asyncio.run(checked_images(sources, n=3, max_bytes=MB, fetch=fetch))
+    assert formats == ["png", "webp", "jpeg"] and len(images) == 3
+    assert notes == ["the answer held 4 images; 3 asked for: the other 1 were ignored"]
+    with pytest.raises(BadResponse, match=r"over the 0\.0 MB limit"):
+        asyncio.run(checked_images([png()], n=1, max_bytes=10, fetch=fetch))
+    with pytest.raises(BadResponse, match="holds 1 image"):
+        take([png()], 2, [])
 
 
 # --- fuzz: never anything but images or a BadResponse ---------------------------------------
