@@ -21,9 +21,10 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
+from yarl import URL
 
 from pipeline.config.redact import clean
 from pipeline.errors import BadResponse
@@ -40,14 +41,19 @@ class Origin:
     port: int | None
 
     @classmethod
-    def of(cls, url: str) -> Origin:
-        try:
-            parts = urlsplit(url)
-            scheme = parts.scheme.lower()
-            port = parts.port or _DEFAULT_PORTS.get(scheme)
-        except ValueError as exc:  # a bad port, an unclosed [IPv6 literal
-            raise BadResponse(f"the answer's url is malformed ({exc}): {_short(url)}") from exc
-        return cls(scheme, (parts.hostname or "").lower(), port)
+    def of(cls, url: str | URL) -> Origin:
+        parsed = parse(url) if isinstance(url, str) else url
+        return cls(parsed.scheme.lower(), (parsed.raw_host or "").lower(),
+                   parsed.port or _DEFAULT_PORTS.get(parsed.scheme.lower()))
+
+
+def parse(url: str) -> URL:
+    """The URL as aiohttp will read it: the checks judge the very object that is fetched,
+    so no two parsers can disagree about its host."""
+    try:
+        return URL(url)
+    except (ValueError, TypeError) as exc:  # a bad port, a backslash, an unclosed [IPv6
+        raise BadResponse(f"the answer's url is malformed ({exc}): {_short(url)}") from exc
 
 
 class Downloads:
@@ -67,11 +73,11 @@ class Downloads:
         """The body at `url`, at most `limit` bytes, after every rule above."""
         first = True
         for _ in range(MAX_REDIRECTS + 1):
-            await self.check(url, redirected=not first)
-            ours = first and Origin.of(url) == self.gateway
+            target_url = await self.check(url, redirected=not first)
+            ours = first and Origin.of(target_url) == self.gateway
             headers = dict(self.headers()) if ours else {}
             try:
-                async with self.session.get(url, headers=headers, timeout=self.timeout,
+                async with self.session.get(target_url, headers=headers, timeout=self.timeout,
                                             allow_redirects=False) as response:
                     if response.status in (301, 302, 303, 307, 308):
                         target = response.headers.get("Location")
@@ -84,18 +90,20 @@ class Downloads:
                         raise BadResponse(
                             f"downloading the result failed: HTTP {response.status}")
                     return await read_capped(response, limit)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            # ValueError: a URL yarl cannot encode (a bad IDNA name, say).
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise BadResponse(f"downloading the result failed: {exc}") from exc
         raise BadResponse(f"downloading the result: more than {MAX_REDIRECTS} redirects")
 
-    async def check(self, url: str, *, redirected: bool = False) -> None:
-        """Raise BadResponse unless `url` may be fetched (see the module's rules)."""
-        where = Origin.of(url)
+    async def check(self, url: str, *, redirected: bool = False) -> URL:
+        """`url` parsed, or BadResponse unless it may be fetched (see the module's rules)."""
+        parsed = parse(url)
+        where = Origin.of(parsed)
         if where.scheme not in _DEFAULT_PORTS:
             raise BadResponse(f"the answer's url is not http(s), refused: {_short(url)}")
         if not where.host:
             raise BadResponse(f"the answer's url names no host: {_short(url)}")
-        if "@" in urlsplit(url).netloc:
+        if parsed.user is not None or parsed.password is not None:
             raise BadResponse(f"the answer's url carries a user name, refused: {_short(url)}")
         if where.scheme == "http":
             if redirected:
@@ -104,12 +112,13 @@ class Downloads:
                 why = ("a downgrade from the gateway's https" if where.host == self.gateway.host
                        and self.gateway.scheme == "https" else "not https")
                 raise BadResponse(f"the answer's url is {why}, refused: {_short(url)}")
-        if where.host == self.gateway.host:
-            return
-        for address in await self._addresses(where):
-            if _internal(address) and address not in await self._own_addresses():
-                raise BadResponse(f"the answer's url points at an internal address ({address})"
-                                  f" that is not the gateway's, refused: {_short(url)}")
+        if where.host != self.gateway.host:
+            for address in await self._addresses(where):
+                if _internal(address) and address not in await self._own_addresses():
+                    raise BadResponse(f"the answer's url points at an internal address "
+                                      f"({address}) that is not the gateway's, refused: "
+                                      f"{_short(url)}")
+        return parsed
 
     async def _own_addresses(self) -> set[str]:
         if self._gateway_addresses is None:

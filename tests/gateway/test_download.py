@@ -49,11 +49,22 @@ def downloads(gateway_url: str) -> Downloads:
     ("https://203.0.113.9/v1", "https://[::ffff:192.168.1.1]/a.png", "internal address"),
     ("https://203.0.113.9/v1", "https://127.0.0.1/a.png", "internal address (127.0.0.1)"),
     ("https://203.0.113.9/v1", "https://user:pw@cdn.example.com/a.png", "user name"),
+    ("https://203.0.113.9/v1", "https://10.0.0.1\\@cdn.example.com/a.png", "malformed"),
 ])
 async def test_urls_that_must_not_be_fetched_are_refused(gateway: str, url: str,
                                                          words: str) -> None:
     with pytest.raises(BadResponse, match=words.replace("(", r"\(").replace(")", r"\)")):
         await downloads(gateway).check(url)
+
+
+@pytest.mark.parametrize("url", ["https://2130706433/x.png", "https://0x7f.1/x.png"])
+async def test_loopback_spelt_as_a_number_is_still_loopback(url: str) -> None:
+    """The address check reads what the name resolves to (the system's own resolver; a
+    numeric name needs no DNS), not how it is written."""
+    real = Downloads(None, "https://203.0.113.9/v1", dict,  # type: ignore[arg-type]
+                     aiohttp.ClientTimeout(total=5))
+    with pytest.raises(BadResponse, match=r"internal address \(127\.0\.0\.1\)"):
+        await real.check(url)
 
 
 @pytest.mark.parametrize(("gateway", "url"), [
