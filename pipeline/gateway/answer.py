@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import json
 import re
-import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from PIL import Image
+import anyio
+import anyio.to_thread
+from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 from pipeline.config.models import sniff_format
 from pipeline.config.redact import clean
@@ -42,13 +44,16 @@ DEFAULT_MAX_BYTES = 64 * MB  # `max_answer_mb` in models.yaml overrides it per m
 MAX_DEPTH = 32  # an images answer nests 4 deep; a body nested deeper is no answer
 MAX_STRUCTURE = 100_000  # brackets in a body: a real answer has a few dozen
 # Pixels one returned image may have, checked from its header before it is decoded: the
-# largest outputs (4K) are ~17 MP; a 30000x30000 bomb is 900 MP. Pillow's own limit
-# (Image.MAX_IMAGE_PIXELS) is raised as an error too, never only warned about.
+# largest outputs (4K) are ~17 MP; a 30000x30000 bomb is 900 MP. Pillow's global
+# Image.MAX_IMAGE_PIXELS is left as it is for the input checks; answers get this one.
 MAX_PIXELS = 40_000_000
+DECODING_AT_ONCE = 2  # images decoded in parallel by one Gateway: the machine's cores
 MAX_TOKENS = 10**9  # a usage count above this is nonsense, and would overflow a price
 TEXT_CHARS = 4000  # a revised prompt kept in the sidecar
 
-_PILLOW = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+_OPENERS: dict[str, Callable[[io.BytesIO], ImageFile.ImageFile]] = {
+    "png": PngImagePlugin.PngImageFile, "jpeg": JpegImagePlugin.JpegImageFile,
+    "webp": WebPImagePlugin.WebPImageFile}
 _OTHER_FORMATS = [  # what a refused image was, for the message
     (b"GIF8", "a GIF"), (b"II*\x00", "a TIFF"), (b"MM\x00*", "a TIFF"), (b"BM", "a BMP"),
     (b"<svg", "an SVG"), (b"<?xml", "XML (an SVG?)"), (b"\x00\x00\x01\x00", "an ICO"),
@@ -154,22 +159,25 @@ def _shown(value: Any) -> str:
 
 def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[bytes, str]:
     """`data` and its format, once it has decoded whole as a png, jpeg or webp of at most
-    `max_pixels`. Anything else is a BadResponse saying what it was."""
+    `max_pixels`. Anything else is a BadResponse saying what it was.
+
+    Plain and thread-safe (no warnings filters touched): callers may run it in a worker
+    thread, where Pillow decodes without holding the GIL."""
     fmt = sniff_format(data[:16])
     if fmt is None:
         raise BadResponse(f"the answer's image is {_what(data)}, not png, jpeg or webp")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=[_PILLOW[fmt]]) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise BadResponse(f"the answer's {fmt} is {width}x{height} pixels, over "
-                                      f"the {max_pixels:,} taken: a decompression bomb?")
-                image.load()  # every pixel: a truncated or corrupt file fails here
+        # The format's own plugin class: no other parser ever sees the bytes, and no
+        # DecompressionBombWarning either (our limit, below, is the one that counts).
+        with _OPENERS[fmt](io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise BadResponse(f"the answer's {fmt} is {width}x{height} pixels, over "
+                                  f"the {max_pixels:,} taken: a decompression bomb")
+            image.load()  # every pixel: a truncated or corrupt file fails here
     except BadResponse:
         raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
         raise BadResponse(f"the answer's {fmt} is a decompression bomb: {exc}") from exc
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise BadResponse(f"the answer's {fmt} image is corrupt: {exc}") from exc
@@ -203,7 +211,8 @@ Fetch = Callable[[str], Awaitable[bytes]]
 
 
 async def decode_images_answer(body: bytes, *, n: int, max_bytes: int = DEFAULT_MAX_BYTES,
-                               fetch: Fetch) -> Images:
+                               fetch: Fetch, limiter: anyio.CapacityLimiter | None = None
+                               ) -> Images:
     """An `/images/edits` answer (`{"data": [{"b64_json"|"url", "revised_prompt"?}],
     "usage"?}`) as exactly `n` checked images. `fetch` downloads an http(s) URL under the
     caller's rules. A BadResponse raised here carries the answer's usage, when it had any,
@@ -219,7 +228,8 @@ async def decode_images_answer(body: bytes, *, n: int, max_bytes: int = DEFAULT_
             raise BadResponse(f"the answer's 'data' is {got}, not a list of images")
         items = take(data, n, notes)
         sources = [_item_source(item, index, max_bytes) for index, item in enumerate(items)]
-        images, formats = await checked_images(sources, n=n, max_bytes=max_bytes, fetch=fetch)
+        images, formats = await checked_images(sources, n=n, max_bytes=max_bytes, fetch=fetch,
+                                               limiter=limiter)
     except BadResponse as exc:
         exc.usage = usage
         raise
@@ -241,10 +251,13 @@ def take(found: list[Any], n: int, notes: list[str]) -> list[Any]:
 
 
 async def checked_images(sources: list[bytes | str], *, n: int, max_bytes: int,
-                         fetch: Fetch) -> tuple[list[bytes], list[str]]:
+                         fetch: Fetch, limiter: anyio.CapacityLimiter | None = None
+                         ) -> tuple[list[bytes], list[str]]:
     """Images and their formats from what a route found: bytes already decoded, a `data:`
     URL, or an http(s) URL for `fetch`. Exactly `n` sources are expected (use `take`
-    first); each passes `check_image`."""
+    first); each passes `check_image`, in a worker thread (a 1024x1024 PNG takes ~10 ms
+    of CPU to decode; the event loop keeps sending meanwhile). `limiter` bounds how many
+    decode at once, and so the memory their pixels take."""
     if len(sources) != n:
         raise BadResponse(f"the answer holds {len(sources)} image(s); {n} were asked for")
     images, formats = [], []
@@ -256,7 +269,8 @@ async def checked_images(sources: list[bytes | str], *, n: int, max_bytes: int,
         if len(source) > max_bytes:
             raise BadResponse(f"an image of {_mb(len(source))} is over the {_mb(max_bytes)} "
                               "limit (max_answer_mb in models.yaml)")
-        data, fmt = check_image(source)
+        data, fmt = await anyio.to_thread.run_sync(functools.partial(check_image, source),
+                                                   limiter=limiter)
         images.append(data)
         formats.append(fmt)
     return images, formats

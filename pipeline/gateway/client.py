@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import aiohttp
+import anyio
 
 from pipeline.config.models import Models, sniff_format
 from pipeline.config.redact import clean
@@ -35,7 +36,13 @@ from pipeline.errors import (
     RequestError,
     StatusError,
 )
-from pipeline.gateway.answer import DEFAULT_MAX_BYTES, MB, decode_images_answer, read_capped
+from pipeline.gateway.answer import (
+    DECODING_AT_ONCE,
+    DEFAULT_MAX_BYTES,
+    MB,
+    decode_images_answer,
+    read_capped,
+)
 from pipeline.gateway.download import Downloads
 from pipeline.gateway.retry import parse_retry_after
 from pipeline.task import IMAGE_FORMATS, Task
@@ -72,6 +79,7 @@ class Gateway:
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(30.0, timeout))
         self.downloads = Downloads(session, provider.base_url, self._download_headers,
                                    self.timeout)
+        self.decoding = anyio.CapacityLimiter(DECODING_AT_ONCE)
         key = provider.api_key.reveal() if provider.api_key else ""
         self._secrets = [key] if key else []
 
@@ -180,7 +188,7 @@ class Gateway:
         try:
             images = await decode_images_answer(
                 body, n=task.n, max_bytes=limit,
-                fetch=lambda url: self.downloads.fetch(url, limit))
+                fetch=lambda url: self.downloads.fetch(url, limit), limiter=self.decoding)
         except BadResponse as exc:
             exc.status, exc.request_id = 200, request_id  # answered, so perhaps billed
             raise
