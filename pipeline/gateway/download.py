@@ -2,8 +2,8 @@
 
 Owns the download rules of DESIGN.md ("The API"): our headers (Authorization and
 the provider's extra headers) go only to the gateway's exact origin (scheme,
-host and port); `http:` only to that origin when the gateway itself speaks
-http, never as a downgrade of an https gateway; no `file:` or other scheme;
+host and port); `http:` only to the gateway's own host when the gateway itself
+speaks http, never as a downgrade of an https gateway; no `file:` or other scheme;
 no loopback, link-local or private address unless it is the gateway's own;
 redirects followed by hand, a few at most, each over https, re-checked and
 without our headers. The body is capped while it streams (answer.read_capped).
@@ -108,9 +108,10 @@ class Downloads:
         if where.scheme == "http":
             if redirected:
                 raise BadResponse(f"a download redirected to http, refused: {_short(url)}")
-            if where != self.gateway:
+            # DESIGN: "over https (or the gateway's own scheme and host)".
+            if (where.scheme, where.host) != (self.gateway.scheme, self.gateway.host):
                 why = ("a downgrade from the gateway's https" if where.host == self.gateway.host
-                       and self.gateway.scheme == "https" else "not https")
+                       else "not https")
                 raise BadResponse(f"the answer's url is {why}, refused: {_short(url)}")
         if where.host != self.gateway.host:
             for address in await self._addresses(where):

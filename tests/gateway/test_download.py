@@ -42,7 +42,7 @@ def downloads(gateway_url: str) -> Downloads:
     ("https://203.0.113.9/v1", "ftp://203.0.113.9/a.png", "not http(s)"),
     ("https://203.0.113.9/v1", "http://203.0.113.9/a.png", "a downgrade"),
     ("https://203.0.113.9/v1", "http://cdn.example.com/a.png", "not https"),
-    ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8001/a.png", "not https"),
+    ("http://127.0.0.1:8000/v1", "http://localhost:8000/a.png", "not https"),
     ("https://203.0.113.9/v1", "https://10.0.0.8/a.png", "internal address (10.0.0.8)"),
     ("https://203.0.113.9/v1", "https://169.254.169.254/latest", "internal address"),
     ("https://203.0.113.9/v1", "https://[::1]/a.png", "internal address (::1)"),
@@ -69,6 +69,7 @@ async def test_loopback_spelt_as_a_number_is_still_loopback(url: str) -> None:
 
 @pytest.mark.parametrize(("gateway", "url"), [
     ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/files/a.png"),  # its own origin
+    ("http://127.0.0.1:8000/v1", "http://127.0.0.1:9000/files/a.png"),  # its own host
     ("https://10.0.0.5/v1", "https://10.0.0.5:8443/files/a.png"),  # its own host
     ("https://203.0.113.9/v1", "https://93.184.216.34/a.png"),  # public, https
 ])
