@@ -116,9 +116,9 @@ def parse_json(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
 
 
 def usage_of(value: Any) -> tuple[dict[str, Any] | None, list[str]]:
-    """The usage counts we can trust, and a note for each value ignored. Kept: whole,
-    finite, non-negative numbers up to MAX_TOKENS, and one level of `*_details` maps of
-    the same."""
+    """The usage counts we can trust, and a note for each value ignored. Kept: finite,
+    non-negative numbers up to MAX_TOKENS under name-like keys, and one level of
+    `*_details` maps of the same."""
     if value is None:
         return None, []
     if not isinstance(value, dict):
@@ -126,11 +126,11 @@ def usage_of(value: Any) -> tuple[dict[str, Any] | None, list[str]]:
     kept: dict[str, Any] = {}
     notes: list[str] = []
     for key, count in list(value.items())[:50]:
-        if not _USAGE_KEY.fullmatch(key):
+        if not _is_name(key):
             notes.append(f"usage key {_shown(key)} ignored: not a name")
         elif isinstance(count, dict):
             inner = {k: v for k, v in list(count.items())[:50]
-                     if _USAGE_KEY.fullmatch(k) and _count_ok(v)}
+                     if _is_name(k) and _count_ok(v)}
             if len(inner) < len(count):
                 notes.append(f"usage.{clean(key, limit=60)}: some values ignored")
             kept[key] = inner
@@ -140,6 +140,10 @@ def usage_of(value: Any) -> tuple[dict[str, Any] | None, list[str]]:
             notes.append(f"usage.{clean(key, limit=60)} ignored: {_shown(count)} is not a "
                          "count")
     return (kept or None), notes
+
+
+def _is_name(key: Any) -> bool:
+    return isinstance(key, str) and _USAGE_KEY.fullmatch(key) is not None
 
 
 def _count_ok(value: Any) -> bool:
