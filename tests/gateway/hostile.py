@@ -124,7 +124,8 @@ class Hostile:
 
     def __enter__(self) -> Hostile:
         self._thread.start()
-        self._ready.wait(10)
+        if not self._ready.wait(60):
+            raise RuntimeError("the hostile gateway did not start within 60 s")
         return self
 
     def __exit__(self, *exc: object) -> None:
