@@ -23,7 +23,7 @@ from __future__ import annotations
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ from pipeline.config.models import Models
 from pipeline.config.settings import Provider, Settings
 from pipeline.errors import RequestError, RunAborted, StatusError
 from pipeline.gateway import retry
-from pipeline.gateway.client import Answer
 from pipeline.gateway.routes.batch import (
     PRICE_FACTOR,
     TOKEN_KEY,
@@ -74,7 +73,7 @@ class Batcher:
     Also the run's ledger row for what it collects (`run_id`)."""
 
     def __init__(self, *, models: Models, provider: Provider, settings: Settings,
-                 ledger: Ledger, price: Callable[[Task, Answer], float],
+                 ledger: Ledger, price: Callable[[Task, Mapping[str, Any] | None], float],
                  tasks: Callable[[], Iterable[Task]], run_id: int, wait: bool = False,
                  quiet: bool = False):
         self.models, self.provider, self.settings = models, provider, settings
@@ -146,7 +145,8 @@ class Batcher:
 
     async def _collect_in_session(self) -> None:
         async with aiohttp.ClientSession() as session:
-            await self.collect(BatchAPI(session, self.provider, self.settings.timeout))
+            await self.collect(BatchAPI(session, self.provider, self.settings.timeout,
+                                        self.models))
 
     async def collect(self, api: BatchAPI, *, wait: bool = False) -> None:
         """Poll every open batch once (until all have ended, when `wait`: after the plan)."""

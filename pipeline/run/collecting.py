@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,6 @@ import anyio.abc
 
 from pipeline.errors import BadResponse, RequestError
 from pipeline.gateway import retry
-from pipeline.gateway.client import Answer
 from pipeline.gateway.routes.batch import (
     PRICE_FACTOR,
     BatchAPI,
@@ -77,7 +76,8 @@ KEEPERS = 8  # answers decoded and written at once: memory for 8, fsyncs of 4 ov
 
 
 class Collector:
-    def __init__(self, *, ledger: Ledger, price: Callable[[Task, Answer], float],
+    def __init__(self, *, ledger: Ledger,
+                 price: Callable[[Task, Mapping[str, Any] | None], float],
                  tasks: Callable[[], Iterable[Task]], outcome: Outcome, run_id: int,
                  say: Callable[[str], None]):
         self.ledger, self.book = ledger, Batches(ledger)
@@ -163,11 +163,12 @@ class Collector:
             self.outcome.collected["found on disk"] += 1
             return
         try:
-            answer = await decode_answer(api.gateway, result.body, result.request_id)
+            answer = await decode_answer(api.gateway, task, result.body, result.request_id)
         except BadResponse as exc:
+            self._paid_unusable(task, exc)
             self._fail(task.id, fp, batch_id, exc, result)
             return
-        live = self.price(task, answer)
+        live = self.price(task, answer.usage)
         cost = live * PRICE_FACTOR
         self._attempt(task.id, result, "succeeded", None)
         await save_answer(task, fp, answer, attempts=1, cost=cost, ledger=self.ledger,
@@ -175,6 +176,15 @@ class Collector:
                           extra={"batch": batch_id, "price": "batch"})
         self.outcome.collected["succeeded"] += 1
         self.outcome.saved += live - cost
+
+    def _paid_unusable(self, task: Task, exc: BadResponse) -> None:
+        """A 200 we cannot use was billed, as live (scheduler.py): it counts in the spend at
+        the batch price; after a second one in a row the task is not sent again."""
+        before = self.ledger.attempts(task.id)
+        exc.repeated = bool(before) and before[-1].error_type == BadResponse.kind
+        cost = self.price(task, exc.usage) * PRICE_FACTOR
+        self.kept.spent += cost
+        self.ledger.add_spend(self.run_id, cost)
 
     def _fail(self, task_id: str, fp: str, batch_id: str, exc: RequestError,
               result: LineResult) -> None:

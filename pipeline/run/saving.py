@@ -40,6 +40,8 @@ async def save_answer(task: Task, fingerprint: str, answer: Answer, *, attempts:
         "request_id": answer.request_id, "attempts": attempts, "cost": cost,
         "finished_at": time.time(), **(extra or {}),
     }
+    if answer.notes:  # what the answer held that was ignored (extra images, bad usage)
+        record["notes"] = list(answer.notes)
 
     def write() -> tuple[list[Path], Path]:
         if before_write is not None:

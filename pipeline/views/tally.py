@@ -17,7 +17,7 @@ class Tally:
     retrying: int = 0  # tasks waiting between attempts now
     in_flight: int = 0  # requests on the wire now
     requests: int = 0
-    possible_double_charges: int = 0  # attempts after an unknown outcome
+    possible_double_charges: int = 0  # paid-for answers after one that may have been billed
     spent: float = 0.0
     batched: int = 0  # tasks this run put into provider batches (answered later)
     saved: float = 0.0  # what batch prices saved on the answers kept in this run

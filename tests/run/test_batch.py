@@ -212,11 +212,19 @@ def test_failed_unknown_and_hostile_lines(cli: Cli, batch_sim: Sim, tmp_path: Pa
     rows = {r[0]: r[1:] for r in query(
         tmp_path, "SELECT id, state, terminal, error_code, reason FROM tasks")}
     assert rows["refused"][:3] == ("failed", 1, "moderation_blocked")
-    assert rows["hostile"][:2] == ("failed", 0) and "not an image" in rows["hostile"][3]
+    assert rows["hostile"][:2] == ("failed", 0) and "no image" in rows["hostile"][3]
     assert not list(tmp_path.glob("in/hostile.*"))
     assert set(outputs(tmp_path, ids)) == set(ids)
     status = cli("status", "job.yaml").stdout
     assert "refused: failed (terminal)" in status and "hostile: failed (will retry)" in status
+    # The unusable answer was billed: it counts, at the batch price, and a second one in a
+    # row stops the task from being sent every night.
+    assert summary["batch"]["spent"] > sum(
+        c for (c,) in query(tmp_path, "SELECT cost FROM tasks WHERE state = 'succeeded'"))
+    code, summary = run_json(cli_for(cli, batch_sim), "--wait")
+    assert code == 1 and summary["batch"]["batched"] == 1
+    state, terminal = query(tmp_path, "SELECT state, terminal FROM tasks WHERE id = 'hostile'")[0]
+    assert (state, terminal) == ("failed", 1)
 
 
 def test_mixed_manifest_dalle2_goes_live_the_rest_batches(cli: Cli, batch_sim: Sim,

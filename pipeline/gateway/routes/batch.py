@@ -29,9 +29,11 @@ from typing import Any
 
 import aiohttp
 
-from pipeline.config.models import sniff_format
+from pipeline.config.models import Models, sniff_format
+from pipeline.config.redact import clean
 from pipeline.config.settings import Provider
-from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, StatusError
+from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, RequestError, StatusError
+from pipeline.gateway.answer import MAX_DEPTH, decode_images_answer, parse_json, read_capped
 from pipeline.gateway.client import Answer, Gateway, _status_error, sends_response_format
 from pipeline.task import IMAGE_FORMATS, Task
 
@@ -40,6 +42,7 @@ MAX_LINES = 50_000  # OpenAI's limits for one batch input file
 MAX_FILE_BYTES = 200 * 1024 * 1024
 INLINE_MAX = 4 * 1024 * 1024  # an image above this goes as an uploaded file id, not inline
 LINE_MAX = 256 * 1024 * 1024  # an output line longer than this is no answer we can trust
+CALL_MAX = 16 * 1024 * 1024  # a batch object, a file object, a page of the list
 PRICE_FACTOR = 0.5  # OpenAI's Batch API bills half the live price
 STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired",
             "cancelling", "cancelled")
@@ -142,9 +145,9 @@ class LineResult:
 
 def read_line(raw: bytes) -> LineResult | None:
     """An output/error line as OpenAI documents it; None when it is not one."""
-    try:
-        line = json.loads(raw)
-    except (ValueError, RecursionError):
+    try:  # the answer's nesting bound, plus the line's own two levels
+        line = parse_json(raw, max_depth=MAX_DEPTH + 2)
+    except BadResponse:
         return None
     if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
         return None
@@ -169,20 +172,24 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)[:500]
 
 
-async def decode_answer(gateway: Gateway, body: bytes, request_id: str | None) -> Answer:
-    """A 200 line's answer through the live answer's checks (one door, so the day a
-    stricter decoder lands, batch answers get it too)."""
+async def decode_answer(gateway: Gateway, task: Task, body: bytes,
+                        request_id: str | None) -> Answer:
+    """A 200 line's answer through the live answer's checks (answer.py: schema, bounds,
+    exactly `n` images, each decoded; the gateway's words cleaned, the key masked)."""
+    limit = gateway.max_answer_bytes(task.model)
     try:
-        return await gateway._decode(body, request_id)
+        images = await decode_images_answer(
+            body, n=task.n, max_bytes=limit,
+            fetch=lambda url: gateway.downloads.fetch(url, limit), limiter=gateway.decoding)
     except BadResponse as exc:
-        exc.status, exc.request_id = 200, request_id
+        exc.status, exc.request_id = 200, request_id  # answered, so billed
+        gateway._clean(exc)
         raise
-    except RecursionError as exc:
-        raise BadResponse("the answer nests too deep to read") from exc
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        # An item that is not an object, a field of the wrong type: a failed answer of
-        # this task, never a crash of the collection.
-        raise BadResponse(f"the answer has the wrong shape: {exc}") from exc
+    secrets = gateway._secrets
+    revised = images.revised_prompt
+    return Answer(images.images, images.formats, images.usage,
+                  None if revised is None else clean(revised, secrets, limit=None),
+                  request_id, tuple(clean(note, secrets) for note in images.notes))
 
 
 def _is_id(value: Any) -> bool:
@@ -214,8 +221,9 @@ def check_batch(payload: Any) -> dict[str, Any]:
 class BatchAPI:
     """OpenAI's Files and Batches calls, with the key sent to the gateway's origin only."""
 
-    def __init__(self, session: aiohttp.ClientSession, provider: Provider, timeout: float):
-        self.gateway = Gateway(session, provider, timeout)  # headers, decoding
+    def __init__(self, session: aiohttp.ClientSession, provider: Provider, timeout: float,
+                 models: Models | None = None):
+        self.gateway = Gateway(session, provider, timeout, models)  # headers, decoding
         self.session, self.base = session, provider.base_url
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(30.0, timeout),
                                              sock_read=timeout)
@@ -227,21 +235,29 @@ class BatchAPI:
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
+            return await self._answered(method, path, **kwargs)
+        except RequestError as exc:
+            self.gateway._clean(exc)  # the gateway's words, cut and with the key masked
+            raise
+
+    async def _answered(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
             async with self.session.request(method, f"{self.base}{path}", headers=self._headers(),
-                                            timeout=self.timeout, **kwargs) as response:
-                body = await response.content.read(16 * 1024 * 1024)
+                                            timeout=self.timeout, allow_redirects=False,
+                                            **kwargs) as response:
                 rid = response.headers.get("x-request-id")
                 if response.status != 200:
-                    raise _status_error(response, body, rid)
+                    raise await _status_error(response, CALL_MAX, rid)
+                body = await read_capped(response, CALL_MAX)
         except aiohttp.ClientConnectorError as exc:
             raise ConnectError(f"cannot connect to {self.gateway.host}: {exc.os_error}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
             raise OutcomeUnknown(f"{method} {path}: no answer ({why})") from exc
         try:
-            return json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise BadResponse(f"{method} {path}: the answer is not JSON: {body[:120]!r}") from exc
+            return parse_json(body)
+        except BadResponse as exc:
+            raise BadResponse(f"{method} {path}: {exc}") from exc
 
     async def upload(self, path: Path, purpose: str) -> str:
         with path.open("rb") as fh:
@@ -288,11 +304,13 @@ class BatchAPI:
         """A file's lines as they arrive (output files can be gigabytes of images)."""
         url = f"{self.base}/files/{file_id}/content"
         try:
-            async with self.session.get(url, headers=self._headers(),
-                                        timeout=self.timeout) as response:
+            async with self.session.get(url, headers=self._headers(), timeout=self.timeout,
+                                        allow_redirects=False) as response:
                 if response.status != 200:
-                    body = await response.content.read(1 << 20)
-                    raise _status_error(response, body, response.headers.get("x-request-id"))
+                    error = await _status_error(response, CALL_MAX,
+                                                response.headers.get("x-request-id"))
+                    self.gateway._clean(error)
+                    raise error
                 line = bytearray()
                 async for chunk in response.content.iter_chunked(1 << 20):
                     start = 0
