@@ -18,6 +18,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -104,9 +105,14 @@ class Gateway:
             form.add_field(key, str(value).lower() if isinstance(value, bool) else str(value))
         return form, in_memory
 
-    async def edit(self, task: Task, idempotency_key: str) -> Answer:
+    async def edit(self, task: Task, idempotency_key: str,
+                   ready: Callable[[], Awaitable[object]] | None = None) -> Answer:
+        """`ready` is awaited once the body is built, right before the request is written:
+        a pacer's turn taken there is the spacing the server sees."""
         with ExitStack() as files:
             upload, content_type = await self._body(task, files)
+            if ready is not None:
+                await ready()
             try:
                 async with self.session.post(
                     self.url, data=upload, headers={**self._headers(idempotency_key),

@@ -36,7 +36,7 @@ from pipeline.config.settings import (
 from pipeline.config.settings import resolve_settings as _resolve
 from pipeline.errors import ConfigError, InputError, RunAborted
 from pipeline.gateway.client import Answer, Gateway
-from pipeline.gateway.limits import Cooldown, RateLimiter
+from pipeline.gateway.limits import Throttle
 from pipeline.ledger import store as ledger_mod
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
@@ -168,8 +168,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
     tally = Tally(total=to_send)
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
     signalled: list[signal.Signals] = []
-    cooldown = Cooldown()
-    limiter = RateLimiter(parse_rate(settings.rate)) if settings.rate else None
+    throttle = Throttle(parse_rate(settings.rate) if settings.rate else None)
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
     event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
@@ -181,7 +180,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
         async with aiohttp.ClientSession(connector=connector) as session:
             gateway = Gateway(session, provider, settings.timeout)
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
-                                  price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
+                                  price=_pricer(job.models), throttle=throttle,
                                   key_salt=f":run{run_id}" if options.selection.force else "")
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
@@ -191,7 +190,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
                                  signalled)
                 group.start_soon(functools.partial(
-                    progress.show, tally, cooldown.remaining, every=settings.progress_every,
+                    progress.show, tally, throttle.cooldown.remaining,
+                    every=settings.progress_every,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
