@@ -18,10 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config.models import Models
 from pipeline.config.settings import (
@@ -35,20 +32,22 @@ from pipeline.config.settings import (
 )
 from pipeline.config.settings import resolve_settings as _resolve
 from pipeline.errors import ConfigError, InputError, RunAborted
-from pipeline.gateway.client import Answer, Gateway
-from pipeline.gateway.limits import Throttle
 from pipeline.ledger import store as ledger_mod
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
-from pipeline.run.scheduler import Scheduler, Stop
-from pipeline.simulator.app import SimulatorOptions, running_simulator
 from pipeline.task import Task
-from pipeline.views import progress, summary
+from pipeline.views import summary
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
+
+if TYPE_CHECKING:  # sending's modules are imported by _send: validate never loads aiohttp
+    import anyio
+
+    from pipeline.gateway.client import Answer
+    from pipeline.run.scheduler import Scheduler, Stop
 
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -131,7 +130,9 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
                 f"no API key: set {job.provider.api_key_env or 'IMGEDIT_API_KEY'} "
                 "(or IMGEDIT_API_KEY) in the environment")
         if plan.to_send == 0:  # a finished catalog: no second pass, no simulator, no session
-            return _conclude(job, ledger, options, Tally(), plan, Stop(), out)
+            return _conclude(job, ledger, options, Tally(), plan, None, out)
+        import anyio
+
         return anyio.run(_send, job, ledger, options, plan.to_send, out)
 
 
@@ -158,12 +159,22 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
     if provider.base_url:
         yield provider.base_url
         return
+    from pipeline.simulator.app import SimulatorOptions, running_simulator
+
     async with running_simulator(SimulatorOptions.from_mapping(provider.simulator or {})) as sim:
         yield sim.base_url
 
 
 async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 out: Callable[[str], None]) -> int:
+    import aiohttp
+    import anyio
+
+    from pipeline.gateway.client import Gateway
+    from pipeline.gateway.limits import Throttle
+    from pipeline.run.scheduler import Scheduler
+    from pipeline.views import progress
+
     settings = job.settings
     tally = Tally(total=to_send)
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
@@ -199,7 +210,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
-              stop: Stop, out: Callable[[str], None], run_id: int | None = None,
+              stop: Stop | None, out: Callable[[str], None], run_id: int | None = None,
               signalled: list[signal.Signals] | None = None) -> int:
     """Exit code, the run's ledger row, the summary (text or --json) and abort advice."""
     code = _exit_code(tally, stop, signalled or [], plan.held)
@@ -210,14 +221,15 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
     ledger.finish_run(run_id, code, counts)
     event(logging.INFO, "run finished", run_id=run_id, exit_code=code,
           spent=round(tally.spent, 4), **counts)
+    stopped = None if stop is None else stop.reason
     result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
-                           exit_code=code, stopped=stop.reason, ledger=job.ledger_path,
+                           exit_code=code, stopped=stopped, ledger=job.ledger_path,
                            held=plan.held)
     if options.json:
         out(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
-    if code == RunAborted.exit_code:
+    if code == RunAborted.exit_code and stop is not None:
         print(_abort_advice(stop.fatal), file=sys.stderr)
     return code
 
@@ -234,6 +246,8 @@ async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: 
                          signalled: list[signal.Signals]) -> None:
     """First signal: stop launching, let in-flight requests finish within `grace`.
     Second signal, or grace over: cancel what is left (recorded as unknown)."""
+    import anyio
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             signalled.append(signal.Signals(signum))
@@ -255,10 +269,11 @@ def _note_resent(walked: Iterable[tuple[Task, str, Category]], selection: Select
         yield task, fp, category
 
 
-def _exit_code(tally: Tally, stop: Stop, signalled: list[signal.Signals], held: int) -> int:
+def _exit_code(tally: Tally, stop: Stop | None, signalled: list[signal.Signals],
+               held: int) -> int:
     if signalled:
         return EXIT_SIGNAL[signalled[0]]
-    if stop.fatal is not None:
+    if stop is not None and stop.fatal is not None:
         return RunAborted.exit_code
     if tally.failed or tally.unknown or tally.done < tally.total or held:
         return EXIT_FAILED
