@@ -36,7 +36,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 MARGIN = 0.025  # pace 2.5% under the rate: 25 ms of jitter allowed over a 1 s window
-SLACK = 0.005  # seconds a late wake-up may be caught up without bunching requests
+SLACK = 0.005  # seconds of a late wake-up the next departures make up
 SHORTEST_WINDOW = 1.0  # the relay counts requests over whole seconds, one at least
 HORIZON = 60.0  # seconds of successes kept to estimate what the gateway lets through
 
@@ -44,9 +44,10 @@ HORIZON = 60.0  # seconds of successes kept to estimate what the gateway lets th
 class Pacer:
     """Departures evenly spaced at `rate` (less MARGIN) per second; none when rate is None.
 
-    The timeline is fixed: a wake-up a few ms late is made up by the next departure
-    (up to SLACK), so a busy event loop does not lower the rate, and a long stall is
-    never made up by a burst. `hold(until)` keeps every departure back until then.
+    The timeline is fixed: up to SLACK of a late wake-up is made up by the next
+    departures, so a busy event loop lowers the rate less, and a long stall is never
+    made up by a burst. Any N requests in a row span at least N intervals less SLACK.
+    `hold(until)` keeps every departure back until then.
     """
 
     def __init__(self, rate: float | None, *, clock: Clock = time.monotonic,
@@ -72,10 +73,9 @@ class Pacer:
         async with self._lock:
             while True:
                 now = self.clock()
-                # Within SLACK of the timeline: keep it (a late wake-up is made up).
-                # Further behind (idle, or a stall): start it again from now.
-                behind = self.rate is not None and self._next < now - SLACK
-                due = now if behind else self._next
+                # Behind the timeline (a late wake-up, a stall, idle time): it restarts
+                # SLACK before now, so the next departures make up that much, no more.
+                due = self._next if self.rate is None else max(self._next, now - SLACK)
                 if due <= now:
                     break
                 await self.sleep(due - now)
@@ -119,8 +119,10 @@ class Throttle:
         self.clock = clock
         self.pacer = Pacer(rate, clock=clock, sleep=sleep)
         self.cooldown = Cooldown(clock=clock, sleep=sleep)
-        self._sent: deque[float] = deque()  # departures in the last SHORTEST_WINDOW
-        self._passed: deque[float] = deque()  # departures of successes within HORIZON
+        # Departures within HORIZON: of every request, of those answered 429, of successes.
+        self._sent: deque[float] = deque()
+        self._refusals: deque[float] = deque()
+        self._passed: deque[float] = deque()
         self._first: float | None = None
         self._cut_at = -math.inf
         self._step = 0.0
@@ -136,7 +138,7 @@ class Throttle:
         if self._first is None:
             self._first = departed
         self._sent.append(departed)
-        _forget(self._sent, departed - SHORTEST_WINDOW)
+        _forget(self._sent, departed - HORIZON)
         return departed
 
     def on_success(self, departed: float) -> None:
@@ -157,34 +159,51 @@ class Throttle:
         now = self.clock()
         if retry_after is not None:
             self.cooldown.extend(retry_after)  # the server's word rules
+        self._refusals.append(departed)
+        _forget(self._refusals, now - HORIZON)
         current = self.rate
         if current is not None and departed < self._cut_at:
             return  # on the wire before the last cut, which already answered it
         # A share of what got through, not of our own rate: 429s that keep coming while
         # a long window is full bring the rate down to what that window lets through.
-        through = self._let_through(now)
-        sent = current if current is not None else len(self._sent) / SHORTEST_WINDOW
-        cut = self.BETA * (through or sent)
+        through, oldest = self._let_through(departed, now)
+        cut = self.BETA * (through or current or 1 / SHORTEST_WINDOW)
         self.pacer.rate = cut if current is None else min(current, cut)
         self._step = self.STEP * self.pacer.rate
         self._cut_at, self._successes = now, 0
-        if current is None and self._sent:
+        if current is None:
             # An unpaced burst filled the window: nothing gets through until its first
             # request is one window old.
-            self.pacer.hold(self._sent[0] + SHORTEST_WINDOW)
+            self.pacer.hold(oldest + SHORTEST_WINDOW)
         # One interval; twice as long for each further 429 in a row (the window is full
         # for longer than we thought), up to HORIZON.
         self._refused += 1
         self.pacer.hold(now + min(HORIZON, self.pacer.interval * 2 ** (self._refused - 1)))
 
-    def _let_through(self, now: float) -> float:
-        """Requests per second the gateway accepted lately: over the last window, or over
-        all of HORIZON (a window of a minute lets a burst through, then nothing)."""
+    def _let_through(self, departed: float, now: float) -> tuple[float, float]:
+        """Requests per second the gateway accepts, and the first departure of the window
+        before `departed`: the requests sent in the window before the refused one and not
+        refused themselves (what the server counted when it refused it; answers still on
+        their way count too), or the successes over HORIZON, whichever is more (a window
+        of a minute lets a burst through, then nothing)."""
+        start = departed - SHORTEST_WINDOW
+        sent = [t for t in _since(self._sent, start) if t < departed]
+        refused = sum(1 for t in _since(self._refusals, start) if t < departed)
         _forget(self._passed, now - HORIZON)
-        last = sum(1 for t in self._passed if t >= now - SHORTEST_WINDOW)
         since = now - (self._first if self._first is not None else now)
         longer = len(self._passed) / min(HORIZON, max(SHORTEST_WINDOW, since))
-        return max(last / SHORTEST_WINDOW, longer)
+        through = max((len(sent) - refused) / SHORTEST_WINDOW, longer)
+        return through, min(sent, default=departed)
+
+
+def _since(times: deque[float], start: float) -> list[float]:
+    """The times at or after `start`, read from the newest end (the deque is in order)."""
+    found = []
+    for t in reversed(times):
+        if t < start:
+            break
+        found.append(t)
+    return found
 
 
 def _forget(times: deque[float], before: float) -> None:
