@@ -28,6 +28,7 @@ from pipeline.gateway.limits import AdaptiveConcurrency, Throttle
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.sidecar import write_sidecar
 from pipeline.ledger.store import Attempt, Ledger
+from pipeline.run.diskwriter import DiskWriter
 from pipeline.run.writer import write_outputs
 from pipeline.task import Task
 from pipeline.views.logs import event
@@ -98,7 +99,7 @@ class Scheduler:
         self.key_salt = key_salt
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
-        self.disk = anyio.CapacityLimiter(4)
+        self.disk = DiskWriter(threads=4)
         # Tasks an earlier run left `unknown`: sending one again may pay for it twice.
         self.unknown_resent: set[str] = set()
 
@@ -106,7 +107,7 @@ class Scheduler:
         """Process (task, fingerprint) pairs until done or stopped."""
         send, receive = anyio.create_memory_object_stream[tuple[Task, str]](
             self.settings.concurrency * 2)
-        async with anyio.create_task_group() as group:
+        async with self.disk, anyio.create_task_group() as group:
             group.start_soon(self._produce, work, send)
             # Twice as many workers as requests allowed in flight: while some save their
             # results, others keep every request slot busy. AdaptiveConcurrency caps the wire.
@@ -306,7 +307,7 @@ class Scheduler:
             return outputs, write_sidecar(task, answer.formats[0], record)
 
         # Disk writes (with fsync) go to a thread so the event loop keeps sending.
-        outputs, sidecar = await anyio.to_thread.run_sync(write, limiter=self.disk)
+        outputs, sidecar = await self.disk.run(write)
         self.ledger.mark_succeeded(task.id, fingerprint, outputs, sidecar, usage=answer.usage,
                                    cost=cost, request_id=answer.request_id)
         event(logging.INFO, "task succeeded", id=task.id, attempts=attempts,
