@@ -138,12 +138,15 @@ def status(manifest: Path, ledger: Path | None, as_json: bool) -> None:
 @click.option("--fault", "faults", multiple=True, metavar="NAME=RATE",
               help="Inject a fault at a rate, e.g. 502=0.1, drop=0.05, 429=0.2 (repeatable).")
 @click.option("--latency", metavar="SPEC", help="Seconds, or uniform:A,B or normal:MEAN,SD.")
-@click.option("--rate-limit", metavar="R", help="Answer 429 above this rate, like 30/min.")
+@click.option("--rate-limit", metavar="R",
+              help="Answer 429 above this rate, like 30/min: a sliding window, as the relay.")
+@click.option("--rate-limit-retry-after", is_flag=True,
+              help="Those 429s say when to retry (the relay's are bare: no body, no header).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Repeat a scenario exactly.")
 @click.option("--response", type=click.Choice(["auto", "b64", "url", "data-url"]),
               default="auto", show_default=True, help="How images come back.")
 def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit: str | None,
-             seed: int, response: str) -> None:
+             rate_limit_retry_after: bool, seed: int, response: str) -> None:
     """Serve the local gateway simulator: free rehearsals of a manifest."""
     from pipeline.simulator.app import SimulatorOptions, serve
 
@@ -154,7 +157,8 @@ def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit
             parsed[name] = float(rate)
         except ValueError:
             raise click.BadParameter(f"{item!r} is not NAME=RATE", param_hint="--fault") from None
-    options: dict[str, Any] = {"port": port, "faults": parsed, "seed": seed, "response": response}
+    options: dict[str, Any] = {"port": port, "faults": parsed, "seed": seed, "response": response,
+                               "rate_limit_retry_after": rate_limit_retry_after}
     if latency:
         options["latency"] = latency
     if rate_limit:
