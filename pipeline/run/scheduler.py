@@ -186,7 +186,7 @@ class Scheduler:
     async def _depart(self, task: Task, fingerprint: str, number: int,
                       departure: Departure) -> None:
         """Called by the gateway with the body built, right before the request is written."""
-        departure.at = await self._gate()
+        departed = await self._gate()
         if number == 1:
             self.ledger.mark_submitted(self.run_id, task, fingerprint)
             if task.id in self.unknown_resent:
@@ -194,7 +194,7 @@ class Scheduler:
                 self.tally.possible_double_charges += 1
         self.tally.in_flight += 1
         self.tally.sent()
-        departure.wall, departure.started = time.time(), time.monotonic()
+        departure.at, departure.wall, departure.started = departed, time.time(), time.monotonic()
 
     async def _attempt(self, task: Task, fingerprint: str, key: str,
                        failed: list[RequestError]) -> Answer:
