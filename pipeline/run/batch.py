@@ -36,7 +36,6 @@ from pipeline.config.settings import Provider, Settings
 from pipeline.errors import RequestError, RunAborted, StatusError
 from pipeline.gateway import retry
 from pipeline.gateway.routes.batch import (
-    PRICE_FACTOR,
     TOKEN_KEY,
     BatchAPI,
     InputFiles,
@@ -44,28 +43,13 @@ from pipeline.gateway.routes.batch import (
 )
 from pipeline.ledger.batches import ENDED, Batches, BatchRow
 from pipeline.ledger.store import Ledger
+from pipeline.run.batchmode import estimator, takes
 from pipeline.run.collecting import Collector, Outcome
 from pipeline.task import State, Task
 
 POLL_SECONDS = 30.0  # at most between polls of open batches under --wait
 IN_PROCESS = "in-process simulator "  # the endpoint's prefix for its batches
 LOOK_BACK = 600  # seconds of clock skew allowed when looking for a batch by its token
-
-
-def takes(task: Task, models: Models, provider: Provider, settings: Settings) -> bool:
-    """Does this task go into a batch: batch mode on, and both provider and model can?"""
-    spec = models.get(task.model)
-    return settings.batch and provider.batch and bool(spec and spec.batch)
-
-
-def estimator(models: Models, provider: Provider,
-              settings: Settings) -> Callable[[Task], float]:
-    """A task's estimated price: half the list price when it goes into a batch."""
-    def estimate(task: Task) -> float:
-        factor = PRICE_FACTOR if takes(task, models, provider, settings) else 1.0
-        return models.estimate(task) * factor
-
-    return estimate
 
 
 class Batcher:

@@ -13,6 +13,7 @@ It never polls or creates batches (batch.py does) and never sends a request.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -22,11 +23,11 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from pipeline.errors import BadResponse, RequestError
 from pipeline.gateway import retry
 from pipeline.gateway.routes.batch import (
-    PRICE_FACTOR,
     BatchAPI,
     LineResult,
     decode_answer,
@@ -36,6 +37,7 @@ from pipeline.gateway.routes.batch import (
 from pipeline.ledger.batches import Batches
 from pipeline.ledger.plan import adopt_if_on_disk
 from pipeline.ledger.store import Attempt, Ledger
+from pipeline.run.batchmode import PRICE_FACTOR
 from pipeline.run.saving import save_answer
 from pipeline.task import Task
 from pipeline.views.logs import event
@@ -172,8 +174,12 @@ class Collector:
         cost = live * PRICE_FACTOR
         self._attempt(task.id, result, "succeeded", None)
         await save_answer(task, fp, answer, attempts=1, cost=cost, ledger=self.ledger,
-                          tally=self.kept, disk=self.disk,
+                          tally=self.kept,
+                          disk=functools.partial(anyio.to_thread.run_sync, limiter=self.disk),
                           extra={"batch": batch_id, "price": "batch"})
+        # Committed now, not with the ledger's next batch of writes: a collection can wait a
+        # long while on the provider's next line, and `status` beside it should see these.
+        self.ledger.flush()
         self.outcome.collected["succeeded"] += 1
         self.outcome.saved += live - cost
 

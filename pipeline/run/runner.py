@@ -20,10 +20,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config.models import Models
 from pipeline.config.settings import (
@@ -37,23 +34,24 @@ from pipeline.config.settings import (
 )
 from pipeline.config.settings import resolve_settings as _resolve
 from pipeline.errors import BadResponse, ConfigError, InputError, RunAborted
-from pipeline.gateway.client import Gateway
-from pipeline.gateway.limits import Cooldown, RateLimiter
-from pipeline.gateway.routes.batch import BatchAPI
 from pipeline.ledger import store as ledger_mod
+from pipeline.ledger.batches import Batches
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
-from pipeline.run import batch as batch_mod
-from pipeline.run import redo
-from pipeline.run.scheduler import Scheduler, Stop
-from pipeline.simulator.app import SimulatorOptions, running_simulator
+from pipeline.run import batchmode, redo
 from pipeline.task import Task
-from pipeline.views import progress, summary
+from pipeline.views import summary
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
+
+if TYPE_CHECKING:  # sending's modules are imported by _send: validate never loads aiohttp
+    import anyio
+
+    from pipeline.run.batch import Batcher
+    from pipeline.run.scheduler import Scheduler, Stop
 
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -71,8 +69,8 @@ class RunOptions:
     dry_run: bool = False
     json: bool = False
     quiet: bool = False
-    wait: bool = False  # --wait: poll until every provider batch has ended (batch mode)
     prompt_suffix: str | None = None  # --prompt-suffix, with --redo-rejected
+    wait: bool = False  # --wait: poll until every provider batch has ended (batch mode)
 
 
 @dataclass
@@ -131,9 +129,10 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
     with lock, Ledger.open(job.ledger_path) as ledger:
         _check(job, ledger)
-        batcher = batcher_for(job, ledger, options)
-        batcher.collect_now()  # every run first collects the batches that have ended
-        plan = plan_only(job, ledger, options.selection, estimate=batcher.estimate)
+        batcher = batcher_for(job, ledger, options) if _batch_work(job, ledger, options) else None
+        if batcher is not None:
+            batcher.collect_now()  # every run first collects the batches that have ended
+        plan = plan_only(job, ledger, options.selection, estimate=_estimator(job, options))
         max_cost = job.settings.max_cost
         if max_cost is not None and plan.estimate > max_cost:
             raise InputError(
@@ -143,23 +142,43 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
             raise ConfigError(
                 f"no API key: set {job.provider.api_key_env or 'IMGEDIT_API_KEY'} "
                 "(or IMGEDIT_API_KEY) in the environment")
-        if plan.to_send == 0 and not (batcher.wait and batcher.open_rows()):
+        if plan.to_send == 0 and not (batcher and batcher.wait and batcher.open_rows()):
             # A finished catalog: no second pass, no simulator, no session.
-            return _conclude(job, ledger, options, Tally(), plan, Stop(), out, batcher.run_id,
-                             batcher=batcher)
+            return _conclude(job, ledger, options, Tally(), plan, None, out,
+                             batcher.run_id if batcher else None, batcher=batcher)
+        import anyio
+
         return anyio.run(_send, job, ledger, options, plan.to_send, out, batcher)
 
 
-def batcher_for(job: Job, ledger: Ledger, options: RunOptions) -> batch_mod.Batcher:
+def _batch_work(job: Job, ledger: Ledger, options: RunOptions) -> bool:
+    """Does this run touch provider batches? Batch mode is on, --wait asks, or some are
+    open. Otherwise batch mode's network code is never loaded."""
+    return job.settings.batch or options.wait or bool(Batches(ledger).open())
+
+
+def _estimator(job: Job, options: RunOptions) -> Callable[[Task], float]:
+    return batchmode.estimator(job.models, job.provider, _batch_settings(job, options))
+
+
+def _batch_settings(job: Job, options: RunOptions) -> Settings:
+    """A redo of rejected results goes live: it keeps the rejected files aside as it
+    writes, and its --prompt-suffix is applied on the way to the live route."""
+    if options.selection.redo_rejected:
+        return dataclasses.replace(job.settings, batch=False)
+    return job.settings
+
+
+def batcher_for(job: Job, ledger: Ledger, options: RunOptions) -> Batcher:
     """The run's batch mode, and the run's ledger row (batch answers are recorded in it)."""
+    from pipeline.run.batch import Batcher
+
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
-    # A redo of rejected results goes live (it keeps the rejected files aside as it writes).
-    settings = (dataclasses.replace(job.settings, batch=False)
-                if options.selection.redo_rejected else job.settings)
-    return batch_mod.Batcher(models=job.models, provider=job.provider, settings=settings,
-                             ledger=ledger, price=_pricer(job.models), tasks=job.manifest.tasks,
-                             run_id=run_id, wait=options.wait, quiet=options.quiet)
+    return Batcher(models=job.models, provider=job.provider,
+                   settings=_batch_settings(job, options), ledger=ledger,
+                   price=_pricer(job.models), tasks=job.manifest.tasks, run_id=run_id,
+                   wait=options.wait, quiet=options.quiet)
 
 
 def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
@@ -169,7 +188,7 @@ def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
         with Ledger.open(path, recover=False) as ledger:
             _check(job, ledger)
             plan = plan_only(job, ledger, options.selection, found=Found.COUNT,
-                             estimate=batch_mod.estimator(job.models, job.provider, job.settings))
+                             estimate=_estimator(job, options))
     out(describe_plan(job, plan))
     return EXIT_OK
 
@@ -187,19 +206,29 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
     if provider.base_url:
         yield provider.base_url
         return
+    from pipeline.simulator.app import SimulatorOptions, running_simulator
+
     async with running_simulator(SimulatorOptions.from_mapping(provider.simulator or {})) as sim:
         yield sim.base_url
 
 
 async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
-                out: Callable[[str], None], batcher: batch_mod.Batcher) -> int:
+                out: Callable[[str], None], batcher: Batcher | None) -> int:
+    import aiohttp
+    import anyio
+
+    from pipeline.gateway.client import Gateway
+    from pipeline.gateway.limits import Throttle
+    from pipeline.run.scheduler import Scheduler
+    from pipeline.views import progress
+
     settings = job.settings
     tally = Tally(total=to_send)
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
     signalled: list[signal.Signals] = []
-    cooldown = Cooldown()
-    limiter = RateLimiter(parse_rate(settings.rate)) if settings.rate else None
-    run_id = batcher.run_id
+    throttle = Throttle(parse_rate(settings.rate) if settings.rate else None)
+    run_id = batcher.run_id if batcher else ledger.start_run(
+        job.manifest.path, {"flags": options.flags, "provider": job.provider.name})
     event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
           provider=job.provider.name, to_send=to_send, concurrency=settings.concurrency,
           rate=settings.rate)
@@ -210,21 +239,23 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             gateway = Gateway(session, provider, settings.timeout, job.models)
             chosen = options.selection
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
-                                  price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
+                                  price=_pricer(job.models), throttle=throttle,
                                   key_salt=f":run{run_id}" if chosen.force
                                   or chosen.redo_rejected else "",
                                   keep_aside=redo.rejected_files(ledger)
                                   if chosen.redo_rejected else None)
-            api = BatchAPI(session, provider, settings.timeout, job.models)
-            # Batch first, so the provider's clock starts; the rest goes live. A redo of
-            # rejected results goes live: it keeps the rejected files aside as it writes.
-            batching = settings.batch and not chosen.redo_rejected
-            if batching:
-                await batcher.submit(api, _batch_pass(job, ledger, options, plan, batcher))
-                tally.total -= batcher.outcome.batched
+            api = None
+            if batcher is not None:
+                from pipeline.gateway.routes.batch import BatchAPI
+
+                api = BatchAPI(session, provider, settings.timeout, job.models)
+                if batcher.settings.batch:  # first, so the provider's clock starts
+                    await batcher.submit(api, _batch_pass(job, ledger, options, plan, batcher))
+                    tally.total -= batcher.outcome.batched
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
-            walked = (w for w in walked if not (batching and batcher.takes(w[0])))
+            if batcher is not None:
+                walked = (w for w in walked if not batcher.takes(w[0]))
             walked = _note_resent(walked, chosen, scheduler.billed_before, ledger)
             work = redo.with_prompt_suffix(select(walked, chosen, job.models, plan),
                                            options.prompt_suffix)
@@ -232,18 +263,19 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
                                  signalled)
                 group.start_soon(functools.partial(
-                    progress.show, tally, cooldown.remaining, every=settings.progress_every,
+                    progress.show, tally, throttle.cooldown.remaining,
+                    every=settings.progress_every,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
-            if batcher.wait and not scheduler.stop and not signalled:
+            if batcher and api and batcher.wait and not scheduler.stop and not signalled:
                 await batcher.wait_all(api, signalled)
     return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled,
                      batcher)
 
 
 def _batch_pass(job: Job, ledger: Ledger, options: RunOptions, plan: Plan,
-                batcher: batch_mod.Batcher) -> Iterator[tuple[Task, str]]:
+                batcher: Batcher) -> Iterator[tuple[Task, str]]:
     """The tasks to send that can go in a batch, counted into the run's plan."""
     walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
     return select((w for w in walked if batcher.takes(w[0])), options.selection, job.models,
@@ -251,9 +283,9 @@ def _batch_pass(job: Job, ledger: Ledger, options: RunOptions, plan: Plan,
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
-              stop: Stop, out: Callable[[str], None], run_id: int | None = None,
+              stop: Stop | None, out: Callable[[str], None], run_id: int | None = None,
               signalled: list[signal.Signals] | None = None,
-              batcher: batch_mod.Batcher | None = None) -> int:
+              batcher: Batcher | None = None) -> int:
     """Exit code, the run's ledger row, the summary (text or --json) and abort advice."""
     code = _exit_code(tally, stop, signalled or [], plan.held + (batcher.problems if batcher
                                                                  else 0))
@@ -264,14 +296,15 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
     ledger.finish_run(run_id, code, counts)
     event(logging.INFO, "run finished", run_id=run_id, exit_code=code,
           spent=round(tally.spent, 4), **counts)
+    stopped = None if stop is None else stop.reason
     result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
-                           exit_code=code, stopped=stop.reason, ledger=job.ledger_path,
+                           exit_code=code, stopped=stopped, ledger=job.ledger_path,
                            held=plan.held, batch=batcher.summary() if batcher else None)
     if options.json:
         out(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
-    if code == RunAborted.exit_code:
+    if code == RunAborted.exit_code and stop is not None:
         print(_abort_advice(stop.fatal), file=sys.stderr)
     return code
 
@@ -292,6 +325,8 @@ async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: 
                          signalled: list[signal.Signals]) -> None:
     """First signal: stop launching, let in-flight requests finish within `grace`.
     Second signal, or grace over: cancel what is left (recorded as unknown)."""
+    import anyio
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             signalled.append(signal.Signals(signum))
@@ -317,10 +352,11 @@ def _note_resent(walked: Iterable[tuple[Task, str, Category]], selection: Select
         yield task, fp, category
 
 
-def _exit_code(tally: Tally, stop: Stop, signalled: list[signal.Signals], held: int) -> int:
+def _exit_code(tally: Tally, stop: Stop | None, signalled: list[signal.Signals],
+               held: int) -> int:
     if signalled:
         return EXIT_SIGNAL[signalled[0]]
-    if stop.fatal is not None:
+    if stop is not None and stop.fatal is not None:
         return RunAborted.exit_code
     if tally.failed or tally.unknown or tally.done < tally.total or held:
         return EXIT_FAILED

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-import anyio
 
 from pipeline.gateway.client import Answer
 from pipeline.ledger.sidecar import write_sidecar
@@ -26,11 +24,13 @@ from pipeline.views.tally import Tally
 
 
 async def save_answer(task: Task, fingerprint: str, answer: Answer, *, attempts: int,
-                      cost: float, ledger: Ledger, tally: Tally, disk: anyio.CapacityLimiter,
+                      cost: float, ledger: Ledger, tally: Tally,
+                      disk: Callable[[Callable[[], Any]], Awaitable[Any]],
                       extra: dict[str, Any] | None = None,
                       before_write: Callable[[], object] | None = None) -> list[Path]:
-    """Write, record and count one answer; returns the output paths. `before_write` runs in
-    the writer thread first (a redo keeps the rejected image aside)."""
+    """Write, record and count one answer; returns the output paths. `disk` runs the writing
+    off the event loop (the scheduler's DiskWriter); `before_write` runs there first (a redo
+    keeps the rejected image aside)."""
     record: dict[str, Any] = {
         "task_id": task.id, "fingerprint": fingerprint, "model": task.model,
         "prompt": task.prompt, "request": dict(task.fields),
@@ -51,7 +51,7 @@ async def save_answer(task: Task, fingerprint: str, answer: Answer, *, attempts:
         return outputs, write_sidecar(task, answer.formats[0], record)
 
     # Disk writes (with fsync) go to a thread so the event loop keeps sending.
-    outputs, sidecar = await anyio.to_thread.run_sync(write, limiter=disk)
+    outputs, sidecar = await disk(write)
     ledger.mark_succeeded(task.id, fingerprint, outputs, sidecar, usage=answer.usage,
                           cost=cost, request_id=answer.request_id)
     event(logging.INFO, "task succeeded", id=task.id, attempts=attempts,

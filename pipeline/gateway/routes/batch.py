@@ -43,7 +43,6 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 INLINE_MAX = 4 * 1024 * 1024  # an image above this goes as an uploaded file id, not inline
 LINE_MAX = 256 * 1024 * 1024  # an output line longer than this is no answer we can trust
 CALL_MAX = 16 * 1024 * 1024  # a batch object, a file object, a page of the list
-PRICE_FACTOR = 0.5  # OpenAI's Batch API bills half the live price
 STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired",
             "cancelling", "cancelled")
 TOKEN_KEY = "imgedit_token"
