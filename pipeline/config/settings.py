@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.config.routes import parse_overrides
 from pipeline.errors import ConfigError
 
 CONFIG_ENV = "IMGEDIT_CONFIG"
@@ -97,6 +98,7 @@ class Provider:
     images_field: str = "image[]"
     headers: Mapping[str, str] = field(default_factory=dict)
     simulator: Mapping[str, Any] | None = None  # options when this provider is the simulator
+    routes: Mapping[str, Any] = field(default_factory=dict)  # model -> route override
 
 
 def load_provider(folder: Path, name: str, base_url_option: str | None = None) -> Provider:
@@ -123,6 +125,7 @@ def load_provider(folder: Path, name: str, base_url_option: str | None = None) -
         images_field=entry.get("images_field", "image[]"),
         headers=dict(entry.get("headers") or {}),
         simulator=(simulator or {}) if base_url is None else None,
+        routes=parse_overrides(entry.get("routes"), f"{path}: {name}"),
     )
 
 

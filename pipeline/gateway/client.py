@@ -1,40 +1,37 @@
-"""One HTTP attempt of one task: build the multipart request, send it, decode the answer.
+"""One HTTP attempt of one task over one route: send the route's request, read the answer.
 
-Owns the wire format ("The API" in DESIGN.md): `image` for one file, repeated
-`image[]` for several, each part with its real content type, `model` always
-sent, `response_format` never sent to gpt-image models. Answers come back as
-`b64_json`, a `url` (downloaded at once, with the key only for the gateway's
-own host) or a `data:` URL; the bytes are verified to be an image.
+Owns the attempt itself: headers (the key only to the gateway's own origin), the
+timeout, turning transport failures and error answers into RequestErrors, and
+fetching URL answers at once. What travels and how the answer reads is the
+route's (gateway/routes/: images, chat, gemini); every image, whatever route
+brought it, passes routes/base.py's `image_format` check.
 
 It never retries, sleeps, writes files or touches the ledger: every failure
-is raised as a RequestError for retry.py to judge.
+is raised as a RequestError for classify.py and retry.py to judge.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import json
-import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from PIL import Image
 
-from pipeline.config.models import sniff_format
 from pipeline.config.settings import Provider
 from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, StatusError
 from pipeline.gateway.retry import parse_retry_after
-from pipeline.task import IMAGE_FORMATS, Task
+from pipeline.gateway.routes import chat, gemini, images
+from pipeline.gateway.routes.base import Decoded, data_url_bytes, image_format
+from pipeline.gateway.routes.images import IN_MEMORY_MAX, sends_response_format
+from pipeline.task import Task
 
-# Bytes: an input up to this size is read into memory, not streamed; a form whose inputs
-# total at most this is sent as one body.
-IN_MEMORY_MAX = 2 * 1024 * 1024
+__all__ = ["IN_MEMORY_MAX", "ROUTES", "Answer", "Gateway", "sends_response_format"]
+ROUTES: dict[str, ModuleType] = {m.NAME: m for m in (images, chat, gemini)}
 
 
 @dataclass(frozen=True)
@@ -44,10 +41,7 @@ class Answer:
     usage: dict[str, Any] | None
     revised_prompt: str | None
     request_id: str | None
-
-
-def sends_response_format(model: str) -> bool:
-    return not model.startswith("gpt-image")  # gpt-image models answer 400 to it
+    route: str = "images"  # the route that brought it
 
 
 class Gateway:
@@ -56,7 +50,6 @@ class Gateway:
             raise ValueError("the provider has no base URL yet")
         self.session = session
         self.provider = provider
-        self.url = f"{provider.base_url}/images/edits"
         self.host = urlsplit(provider.base_url).netloc
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(30.0, timeout))
 
@@ -66,51 +59,15 @@ class Gateway:
             headers["Authorization"] = f"Bearer {self.provider.api_key.reveal()}"
         return headers
 
-    async def _body(self, task: Task, files: ExitStack) -> tuple[Any, dict[str, str]]:
-        """The request body, and its Content-Type header when we set it ourselves.
-
-        Small inputs (IN_MEMORY_MAX in all): the whole form as one bytes object, sent in
-        one write. Handed the form itself, aiohttp writes every part on its own, a dozen
-        sends a request, each a chance for the writer threads to take the GIL from the
-        event loop. Otherwise the form, and aiohttp streams large files from disk.
-        """
-        form, in_memory = self._form(task, files)
-        if in_memory > IN_MEMORY_MAX:
-            return form, {}
-        payload = form()
-        return await payload.as_bytes(), {"Content-Type": payload.content_type}
-
-    def _form(self, task: Task, files: ExitStack) -> tuple[aiohttp.FormData, int]:
-        """The form, and the bytes of its files read into memory (over IN_MEMORY_MAX when
-        one is streamed). Files are opened anew for every attempt, so a retry never sends
-        a half-read body."""
-        form = aiohttp.FormData(quote_fields=False)
-        form.add_field("model", task.model)
-        form.add_field("prompt", task.prompt)
-        name = self.provider.image_field if len(task.images) == 1 else self.provider.images_field
-        parts = [(name, path) for path in task.images]
-        if task.mask is not None:
-            parts.append(("mask", task.mask))
-        in_memory = 0
-        for field, path in parts:
-            body, content_type = _file_part(files.enter_context(path.open("rb")))
-            in_memory += len(body) if isinstance(body, bytes) else IN_MEMORY_MAX + 1
-            form.add_field(field, body, filename=path.name, content_type=content_type)
-        for key, value in task.fields.items():
-            if key == "model" or value is None:
-                continue
-            if key == "response_format" and not sends_response_format(task.model):
-                continue
-            form.add_field(key, str(value).lower() if isinstance(value, bool) else str(value))
-        return form, in_memory
-
-    async def edit(self, task: Task, idempotency_key: str) -> Answer:
+    async def edit(self, task: Task, idempotency_key: str, route: str | None = None) -> Answer:
+        """One attempt of `task` over `route` (its configured one when None)."""
+        way = ROUTES[route or task.route]
         with ExitStack() as files:
-            upload, content_type = await self._body(task, files)
+            sent = await way.request(task, self.provider, files)
             try:
                 async with self.session.post(
-                    self.url, data=upload, headers={**self._headers(idempotency_key),
-                                                  **content_type},
+                    sent.url, data=sent.body, headers={**self._headers(idempotency_key),
+                                                       **sent.headers},
                     timeout=self.timeout,
                 ) as response:
                     request_id = _request_id(response.headers)
@@ -129,33 +86,31 @@ class Gateway:
                 # whether the gateway got (and billed) the request.
                 raise OutcomeUnknown(f"connection lost: {exc}") from exc
         try:
-            return await self._decode(body, request_id)
+            return await self._answer(way, task, body, request_id)
         except BadResponse as exc:
             exc.status, exc.request_id = 200, request_id  # answered, so perhaps billed
             raise
 
-    async def _decode(self, body: bytes, request_id: str | None) -> Answer:
+    async def _answer(self, way: ModuleType, task: Task, body: bytes,
+                      request_id: str | None) -> Answer:
         try:
             payload = json.loads(body)
-            items = payload["data"]
-            if not isinstance(items, list) or not items:
-                raise ValueError("no images in 'data'")
-        except (ValueError, KeyError, TypeError) as exc:
+        except ValueError as exc:
             raise BadResponse(f"unreadable answer ({exc}): {body[:120]!r}") from exc
-        images = [await self._image_bytes(item) for item in items]
-        formats = [_verified_format(data) for data in images]
-        revised = next((i.get("revised_prompt") for i in items if i.get("revised_prompt")), None)
-        return Answer(images, formats, payload.get("usage"), revised, request_id)
+        decoded: Decoded = way.decode(payload, task)
+        found = [await self._image_bytes(source) for source in decoded.sources]
+        formats = [image_format(data) for data in found]
+        return Answer(found, formats, decoded.usage, decoded.revised_prompt, request_id,
+                      way.NAME)
 
-    async def _image_bytes(self, item: dict[str, Any]) -> bytes:
-        if item.get("b64_json"):
-            return _b64(item["b64_json"])
-        url = item.get("url") or ""
-        if url.startswith("data:"):
-            return _b64(url.partition(",")[2])
-        if url.startswith(("http://", "https://")):
-            return await self._download(url)
-        raise BadResponse("an answer item has neither b64_json nor a url")
+    async def _image_bytes(self, source: bytes | str) -> bytes:
+        if isinstance(source, bytes):
+            return source
+        if source.startswith("data:"):
+            return data_url_bytes(source)
+        if source.startswith(("http://", "https://")):
+            return await self._download(source)
+        raise BadResponse(f"an answer's image URL is neither data: nor http(s): {source[:60]!r}")
 
     async def _download(self, url: str) -> bytes:
         # The key goes only to the gateway's own host, never to a CDN or a third party.
@@ -172,37 +127,6 @@ class Gateway:
                 return body
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BadResponse(f"downloading the result failed: {exc}") from exc
-
-
-def _file_part(file: BinaryIO) -> tuple[bytes | BinaryIO, str]:
-    """The part's body and its real content type (sniffed, not guessed from the name).
-    A small file goes as bytes: one write instead of a thread hop per chunk; a large one
-    is streamed from disk, so big inputs times the concurrency never fill memory."""
-    content_type = IMAGE_FORMATS.get(sniff_format(file.read(16)) or "",
-                                     "application/octet-stream")
-    file.seek(0)
-    if os.fstat(file.fileno()).st_size <= IN_MEMORY_MAX:
-        return file.read(), content_type
-    return file, content_type
-
-
-def _b64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise BadResponse(f"b64_json is not valid base64: {exc}") from exc
-
-
-def _verified_format(data: bytes) -> str:
-    fmt = sniff_format(data[:16])
-    if fmt is None:
-        raise BadResponse(f"the answer's bytes are not an image: {data[:16]!r}")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-    except Exception as exc:  # Pillow raises many types for corrupt data
-        raise BadResponse(f"the answer's {fmt} image is corrupt: {exc}") from exc
-    return fmt
 
 
 def _request_id(headers: Any) -> str | None:

@@ -9,6 +9,7 @@ then cancel. The key is handed to the client and to nothing else.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -24,6 +25,7 @@ import aiohttp
 import anyio
 
 from pipeline.config.models import Models
+from pipeline.config.routes import Routing
 from pipeline.config.settings import (
     Provider,
     Settings,
@@ -34,7 +36,8 @@ from pipeline.config.settings import (
     read_yaml,
 )
 from pipeline.config.settings import resolve_settings as _resolve
-from pipeline.errors import ConfigError, InputError, RunAborted
+from pipeline.errors import ConfigError, InputError, RunAborted, StatusError
+from pipeline.gateway.classify import codes
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import Cooldown, RateLimiter
 from pipeline.ledger import store as ledger_mod
@@ -43,6 +46,7 @@ from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
+from pipeline.run.board import Board
 from pipeline.run.scheduler import Scheduler, Stop
 from pipeline.simulator.app import SimulatorOptions, running_simulator
 from pipeline.task import Task
@@ -95,6 +99,8 @@ def prepare(options: RunOptions) -> Job:
             raise ConfigError(f"--rate / limits.rate: {exc}") from exc
     name = options.provider or manifest.provider or defaults["provider"]
     provider = load_provider(folder, name, options.base_url)
+    manifest = dataclasses.replace(manifest, routing=Routing(models.route_plans(),
+                                                             provider.routes))
     ledger_path = options.ledger or ledger_mod.default_path(manifest.path)
     return Job(manifest, models, settings, provider, ledger_path)
 
@@ -182,7 +188,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             gateway = Gateway(session, provider, settings.timeout)
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
-                                  key_salt=f":run{run_id}" if options.selection.force else "")
+                                  key_salt=f":run{run_id}" if options.selection.force else "",
+                                  board=Board(job.manifest.routing or Routing()))
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
             walked = _note_resent(walked, options.selection, scheduler.unknown_resent)
@@ -195,12 +202,14 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
-    return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled)
+    return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled,
+                     notes=scheduler.board.notes)
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
               stop: Stop, out: Callable[[str], None], run_id: int | None = None,
-              signalled: list[signal.Signals] | None = None) -> int:
+              signalled: list[signal.Signals] | None = None,
+              notes: list[str] | None = None) -> int:
     """Exit code, the run's ledger row, the summary (text or --json) and abort advice."""
     code = _exit_code(tally, stop, signalled or [], plan.held)
     counts = {"succeeded": tally.succeeded, "failed": tally.failed, "unknown": tally.unknown}
@@ -212,7 +221,7 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
           spent=round(tally.spent, 4), **counts)
     result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
                            exit_code=code, stopped=stop.reason, ledger=job.ledger_path,
-                           held=plan.held)
+                           held=plan.held, notes=notes or [])
     if options.json:
         out(json.dumps(result, ensure_ascii=False, indent=2))
     else:
@@ -267,13 +276,22 @@ def _exit_code(tally: Tally, stop: Stop, signalled: list[signal.Signals], held: 
 
 def _abort_advice(exc: Exception | None) -> str:
     status = getattr(exc, "status", None)
-    code = getattr(exc, "code", None) or getattr(exc, "type", None)
-    if code in ("insufficient_quota", "insufficient_user_quota"):
-        advice = "top up the account's quota, then run again"
-    elif code == "model_not_found":
+    found = codes(exc) if isinstance(exc, StatusError) else set()
+    if "insufficient_user_quota" in found:
+        advice = "top up your quota at the gateway, then run again"
+    elif "insufficient_quota" in found:
+        # Passed through from the gateway's upstream: the quota may be the operator's.
+        advice = ("top up the account's quota; if yours has some left, the gateway's own "
+                  "upstream account ran out: tell its operator")
+    elif "model_not_found" in found:
         advice = "pick a model this gateway offers (set `model:` in the manifest)"
     elif status in (401, 403):
-        advice = "check the API key in the provider's environment variable"
+        # The relay passes its upstream's 401 through with the upstream's body: the key
+        # at fault may be the gateway's own, not the user's.
+        advice = ("check the API key in the provider's environment variable; if it is "
+                  "right, the gateway's own upstream key was refused: tell its operator")
+    elif "api_not_implemented" in found or status == 501:
+        advice = "this gateway does not offer that route: set `route:` for the model"
     else:
         advice = "fix the cause above, then run again"
     return f"run aborted: {exc}\nwhat to do: {advice}; finished work is kept and will be skipped."

@@ -23,11 +23,13 @@ from tenacity import RetryCallState
 from pipeline.config.settings import Settings
 from pipeline.errors import OutcomeUnknown, RequestError, StatusError
 from pipeline.gateway import retry
+from pipeline.gateway.classify import final_verdict, route_not_implemented
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.sidecar import write_sidecar
 from pipeline.ledger.store import Attempt, Ledger
+from pipeline.run.board import Board, ModelStopped
 from pipeline.run.writer import write_outputs
 from pipeline.task import Task
 from pipeline.views.logs import event
@@ -76,6 +78,7 @@ class Scheduler:
         limiter: RateLimiter | None = None,
         cooldown: Cooldown | None = None,
         key_salt: str = "",
+        board: Board | None = None,
     ):
         self.gateway = gateway
         self.ledger = ledger
@@ -87,6 +90,7 @@ class Scheduler:
         self.cooldown = cooldown or Cooldown()
         self.concurrency = AdaptiveConcurrency(settings.concurrency)
         self.stop = Stop()
+        self.board = board or Board()  # each model's route this run, and stopped models
         # --force asks for new work: a fresh Idempotency-Key, or a gateway that honours
         # keys would hand back the old answer. Without it, a re-sent `unknown` task keeps
         # its key, so such a gateway can return what it already billed.
@@ -134,9 +138,12 @@ class Scheduler:
         try:
             async for attempt in policy:
                 with attempt:
-                    answer = await self._attempt(task, fingerprint, key, failed)
+                    answer = await self._attempt_routes(task, fingerprint, key, failed)
         except RequestError as exc:
             self._record_failure(task, fingerprint, exc)
+            return
+        except ModelStopped as exc:
+            self._model_stopped(task, fingerprint, failed, exc)
             return
         except Stopped:
             self._not_retried(task, fingerprint, failed)
@@ -159,26 +166,42 @@ class Scheduler:
         event(logging.INFO, "task retry", id=task.id, attempt=state.attempt_number,
               cause=cause, wait_s=round(wait, 2), error=str(exc))
 
-    async def _gate(self) -> None:
-        """Wait for the shared cooldown and the rate limiter; refuse if stopping, also when
-        launching stops during the cooldown."""
+    async def _gate(self, task: Task) -> None:
+        """Wait for the shared cooldown and the rate limiter; refuse if stopping (also when
+        launching stops during the cooldown) or when the task's model stopped."""
         while not self.stop and (left := self.cooldown.remaining()) > 0:
             await self.stop.sleep(left)
         if self.stop:
             raise Stopped
+        self.board.check(task.model)
         if self.limiter is not None:
             await self.limiter.acquire()
         if self.stop:
             raise Stopped
+        self.board.check(task.model)
+
+    async def _attempt_routes(self, task: Task, fingerprint: str, key: str,
+                              failed: list[RequestError]) -> Answer:
+        """An attempt on the model's route now; when the gateway says that route cannot
+        serve the model and it has a fallback, at once again on the fallback (asking the
+        same route again would only fail, or pay, the same way)."""
+        while True:
+            route = self.board.route(task.model, task.route)
+            try:
+                return await self._attempt(task, fingerprint, key, failed, route)
+            except RequestError as exc:
+                if retry.classify(exc) is not retry.Verdict.ROUTE or not self.board.switch(
+                        task.model, route, _cause(exc)):
+                    raise
 
     async def _attempt(self, task: Task, fingerprint: str, key: str,
-                       failed: list[RequestError]) -> Answer:
+                       failed: list[RequestError], route: str) -> Answer:
         """One attempt; a failed one's error is appended to `failed` (one per attempt)."""
         number = len(failed) + 1
         if number > 1:
             self.tally.retrying -= 1  # its wait is over, whatever happens next
         async with self.concurrency:
-            await self._gate()
+            await self._gate(task)
             if number == 1:
                 self.ledger.mark_submitted(self.run_id, task, fingerprint)
                 if task.id in self.unknown_resent:
@@ -188,7 +211,7 @@ class Scheduler:
             self.tally.sent()
             started_wall, started = time.time(), time.monotonic()
             try:
-                answer = await self.gateway.edit(task, key)
+                answer = await self.gateway.edit(task, key, route)
             except RequestError as exc:
                 self._on_error(task, exc, number, started_wall, time.monotonic() - started)
                 failed.append(exc)
@@ -217,7 +240,7 @@ class Scheduler:
             self.stop.set(f"the gateway refused the run: {exc}", exc)
             event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
         outcome = {"retry": "retry", "unknown": "unknown", "terminal": "failed",
-                   "fatal": "aborted"}[verdict.value]
+                   "model": "failed", "route": "failed", "fatal": "aborted"}[verdict.value]
         self.ledger.record_attempt(Attempt(
             task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
             latency_s=latency, status=getattr(exc, "status", None), error_type=_cause(exc),
@@ -249,9 +272,46 @@ class Scheduler:
             self.tally.failed += 1
         self.tally.failure(task.id, reason)
 
+    def _model_stopped(self, task: Task, fingerprint: str, failed: list[RequestError],
+                       stopped: ModelStopped) -> None:
+        """The model stopped before this task's (next) attempt: failed, not terminal, so
+        a later run sends it once the gateway serves the model."""
+        reason = f"{failed[-1]} ({stopped})" if failed else str(stopped)
+        if failed and retry.classify(failed[-1]) is retry.Verdict.UNKNOWN:
+            self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
+            self.tally.unknown += 1
+        else:
+            self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
+                                    error_type="model_stopped", error_code=None)
+            self.tally.failed += 1
+        self.tally.failure(task.id, reason)
+
+    def _stop_for(self, task: Task, exc: RequestError, verdict: retry.Verdict) -> bool:
+        """Stop the model, or the run, when this failure says so; True when it did."""
+        if verdict is retry.Verdict.MODEL or (
+                verdict is retry.Verdict.ROUTE and not route_not_implemented(exc)):
+            self.board.stop(task.model, str(exc))
+            return True
+        if verdict is retry.Verdict.ROUTE or (
+                verdict is not retry.Verdict.FATAL
+                and final_verdict(exc) is retry.Verdict.FATAL):
+            self.stop.set(f"the gateway refused the run: {exc}", exc)
+            event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
+            return True
+        return False
+
     def _record_failure(self, task: Task, fingerprint: str, exc: RequestError) -> None:
         verdict = retry.classify(exc)
         reason = str(exc)
+        if self._stop_for(task, exc, verdict):
+            # The gateway's answer, not the task, is at fault: a later run sends it again.
+            self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
+                                    error_type=_cause(exc), error_code=getattr(exc, "code", None))
+            self.tally.failed += 1
+            self.tally.failure(task.id, reason)
+            event(logging.WARNING, "task failed", id=task.id, terminal=False, error=reason,
+                  code=getattr(exc, "code", None))
+            return
         if verdict is retry.Verdict.UNKNOWN:
             self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
             self.tally.unknown += 1
@@ -270,6 +330,7 @@ class Scheduler:
         cost = self.price(task, answer)
         record: dict[str, Any] = {
             "task_id": task.id, "fingerprint": fingerprint, "model": task.model,
+            "route": answer.route,
             "prompt": task.prompt, "request": dict(task.fields),
             "inputs": [str(p) for p in task.images],
             "mask": str(task.mask) if task.mask else None,
