@@ -133,7 +133,10 @@ def status(manifest: Path, ledger: Path | None, as_json: bool) -> None:
               default="auto", show_default=True, help="How images come back.")
 def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit: str | None,
              seed: int, response: str) -> None:
-    """Serve the local gateway simulator: free rehearsals of a manifest."""
+    """Serve the local gateway simulator: free rehearsals of a manifest.
+
+    It accepts the token in IMGEDIT_API_KEY (else sk-simulator), compared as the relay does.
+    """
     from pipeline.simulator.app import SimulatorOptions, serve
 
     parsed: dict[str, float] = {}
@@ -144,6 +147,8 @@ def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit
         except ValueError:
             raise click.BadParameter(f"{item!r} is not NAME=RATE", param_hint="--fault") from None
     options: dict[str, Any] = {"port": port, "faults": parsed, "seed": seed, "response": response}
+    if os.environ.get("IMGEDIT_API_KEY"):
+        options["api_key"] = os.environ["IMGEDIT_API_KEY"]
     if latency:
         options["latency"] = latency
     if rate_limit:

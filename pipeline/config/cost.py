@@ -33,10 +33,10 @@ def pixels(size: Any) -> int:
 
 def image_tokens(rule: Mapping[str, int], width: int, height: int) -> int:
     """A base and a count per 512-px tile, after fitting into 2048x2048, short side <= 512."""
-    scale = min(1.0, 2048 / max(width, height))
-    width, height = width * scale, height * scale
-    scale = min(1.0, 512 / min(width, height))
-    tiles = math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
+    fit = min(1.0, 2048 / max(width, height))
+    wide, high = width * fit, height * fit
+    short = min(1.0, 512 / min(wide, high))
+    tiles = math.ceil(wide * short / 512) * math.ceil(high * short / 512)
     return int(rule.get("base", 0)) + int(rule.get("tile", 0)) * tiles
 
 

@@ -164,7 +164,10 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
     if provider.base_url:
         yield provider.base_url
         return
-    async with running_simulator(SimulatorOptions.from_mapping(provider.simulator or {})) as sim:
+    options = dict(provider.simulator or {})
+    if provider.api_key is not None:  # the in-process relay accepts the run's own key
+        options.setdefault("api_key", provider.api_key.reveal())
+    async with running_simulator(SimulatorOptions.from_mapping(options)) as sim:
         yield sim.base_url
 
 
