@@ -64,7 +64,7 @@ def simulator() -> Iterator[Callable[..., SimulatorThread]]:
     started: list[SimulatorThread] = []
 
     def start(**options: Any) -> SimulatorThread:
-        sim = SimulatorThread(SimulatorOptions.from_mapping(options))
+        sim = SimulatorThread(SimulatorOptions.from_mapping({"api_key": TEST_KEY, **options}))
         sim.__enter__()
         started.append(sim)
         return sim

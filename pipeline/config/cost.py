@@ -13,11 +13,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pipeline.config.models import ModelSpec
-    from pipeline.task import Task
+from pipeline.task import Task
+
+
+class ModelSpec(Protocol):
+    """What of a model's spec (config/models.py) the estimate reads."""
+
+    @property
+    def output_tokens(self) -> Mapping[str, int] | None: ...
+    @property
+    def input_image_tokens(self) -> Mapping[str, int] | None: ...
+    @property
+    def usage_price(self) -> Mapping[str, float] | None: ...
+
 
 SQUARE = 1024 * 1024
 DEFAULT_SIDE = 1024  # "auto" or an unknown size: priced as a 1024x1024 image

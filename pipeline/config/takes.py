@@ -11,10 +11,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pipeline.config.models import ModelSpec
+
+class ModelSpec(Protocol):
+    """What of a model's spec (config/models.py) these checks read."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def takes(self) -> tuple[str, ...] | None: ...
+    @property
+    def response_format(self) -> bool: ...
+    @property
+    def sizes(self) -> tuple[str, ...]: ...
+    @property
+    def free_size(self) -> Mapping[str, Any] | None: ...
+    @property
+    def qualities(self) -> tuple[str, ...]: ...
+
 
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 
@@ -39,10 +54,10 @@ def free_size_problem(rule: Mapping[str, Any], size: str) -> str | None:
 def refusal(spec: ModelSpec, field: str, value: Any) -> str | None:
     """Why `spec` refuses `field: value` (a sentence saying what it takes), or None."""
     name = spec.name
-    if spec.takes is not None and field not in spec.takes:
-        return f"{name} does not take {field}: remove it"
     if field == "response_format" and not spec.response_format:
         return f"{name} refuses response_format (it always answers base64): remove it"
+    if spec.takes is not None and field not in spec.takes:
+        return f"{name} does not take {field}: remove it"
     if field == "size" and value is not None and value not in spec.sizes:
         if spec.free_size and value != "auto":
             wrong = free_size_problem(spec.free_size, str(value))

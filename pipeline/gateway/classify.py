@@ -50,9 +50,11 @@ _DROPPED = re.compile(r"server disconnected|connection (?:error|reset|aborted|cl
 _QUOTA_WORDS = re.compile(r"exceeded your current quota", re.I)
 
 
-def codes(exc: StatusError) -> set[str]:
+def codes(exc: BaseException) -> set[str]:
     """The relay codes an error carries: its `code` and `type`, and, when a gateway in
     front replaced `code` by a number (or dropped it), the codes its message names."""
+    if not isinstance(exc, StatusError):
+        return set()
     found = {c for c in (exc.code, exc.type) if c}
     if exc.code is None or exc.code.isdigit():
         words = set(re.findall(r"[a-z_]+", exc.message.lower()))

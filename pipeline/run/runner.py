@@ -36,7 +36,7 @@ from pipeline.config.settings import (
     read_yaml,
 )
 from pipeline.config.settings import resolve_settings as _resolve
-from pipeline.errors import ConfigError, InputError, RunAborted, StatusError
+from pipeline.errors import ConfigError, InputError, RunAborted
 from pipeline.gateway.classify import codes
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import Cooldown, RateLimiter
@@ -279,7 +279,7 @@ def _exit_code(tally: Tally, stop: Stop, signalled: list[signal.Signals], held: 
 
 def _abort_advice(exc: Exception | None) -> str:
     status = getattr(exc, "status", None)
-    found = codes(exc) if isinstance(exc, StatusError) else set()
+    found = codes(exc) if exc is not None else set()
     if "insufficient_user_quota" in found:
         advice = "top up your quota at the gateway, then run again"
     elif "insufficient_quota" in found:

@@ -330,7 +330,8 @@ async def test_image_wins_over_image_brackets_and_only_the_first_mask_goes(gw: G
 async def test_a_body_announced_over_128_mb_is_a_413_before_it_is_read(gw: Gateway) -> None:
     host, port = gw.sim.base_url.removeprefix("http://").removesuffix("/v1").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"POST /v1/images/edits HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+    writer.write(f"POST /v1/images/edits HTTP/1.1\r\nHost: {host}\r\n"
+                 f"Authorization: Bearer {KEY}\r\n"
                  "Content-Type: multipart/form-data; boundary=b\r\n"
                  f"Content-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
