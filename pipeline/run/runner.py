@@ -45,7 +45,7 @@ from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
-from pipeline.manifest.preflight import check_all
+from pipeline.manifest.preflight import ValidationReport, check_all
 from pipeline.run.board import Board
 from pipeline.run.scheduler import Scheduler, Stop
 from pipeline.simulator.app import SimulatorOptions, running_simulator
@@ -114,9 +114,9 @@ def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
     return plan
 
 
-def _check(job: Job, ledger: Ledger) -> None:
+def _check(job: Job, ledger: Ledger) -> ValidationReport:
     """Every file, id, output and model limit; raises ManifestError with all problems."""
-    check_all(job.manifest, job.models, known=ledger.known_format)
+    return check_all(job.manifest, job.models, known=ledger.known_format)
 
 
 def run(options: RunOptions, out: Callable[[str], None]) -> int:
@@ -146,9 +146,9 @@ def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
     with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
         path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
         with Ledger.open(path, recover=False) as ledger:
-            _check(job, ledger)
+            report = _check(job, ledger)
             plan = plan_only(job, ledger, options.selection, found=Found.COUNT)
-    out(describe_plan(job, plan))
+    out("\n".join([describe_plan(job, plan), *report.left_out_lines()]))
     return EXIT_OK
 
 

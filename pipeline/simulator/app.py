@@ -105,6 +105,7 @@ class Gateway:
     async def _handle(self, request: web.Request, route: str) -> web.StreamResponse:
         stats, key = self.stats, request.headers.get("Idempotency-Key")
         stats.requests += 1
+        bump(stats.by_route, route)
         if key:
             bump(stats.by_key, key)
         ticket = self.plan.arrive(key)  # before any await, so faults follow arrival order

@@ -23,6 +23,7 @@ class SimulatorStats:
     faults: dict[str, int] = field(default_factory=dict)  # fault name -> times injected
     by_key: dict[str, int] = field(default_factory=dict)  # Idempotency-Key -> requests
     succeeded_by_key: dict[str, int] = field(default_factory=dict)
+    by_route: dict[str, int] = field(default_factory=dict)  # images / chat / gemini -> requests
 
     def clear(self) -> None:
         """Zero in place (a test may hold this object); requests still running stay counted."""
