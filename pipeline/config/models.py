@@ -259,6 +259,14 @@ class Models(Mapping[str, ModelSpec]):
         spec = self.get(model)
         return None if spec is None else refusal(spec, field, value)
 
+    def leaves_out(self, model: str, field: str, value: Any) -> bool:
+        """A default `field: value` that `model` refuses but another model takes: meant for
+        the others, so left out of this model's tasks. A value no model takes (a typo) is
+        kept, and reported as the mistake it is."""
+        if self.refusal(model, field, value) is None:
+            return False
+        return any(s.edits and refusal(s, field, value) is None for s in self._specs.values())
+
     def cost_from_usage(self, model: str, usage: Mapping[str, Any]) -> float | None:
         """USD from an answer's token counts, when the model has `usage_price`."""
         spec = self.get(model)

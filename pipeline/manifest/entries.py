@@ -240,7 +240,7 @@ class _Builder:
             return fields, ()
         model = str(fields["model"])
         left_out = tuple(k for k, v in fields.items() if k not in entry.own and k != "model"
-                         and self.models.refusal(model, k, v))
+                         and self.models.leaves_out(model, k, v))
         for key in left_out:
             del fields[key]
         return fields, left_out

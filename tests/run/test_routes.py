@@ -172,3 +172,16 @@ def test_a_route_the_relay_does_not_implement_aborts_without_a_fallback(
     done = cli("run", "job.yaml", "--base-url", sim.base_url)
     assert done.returncode == 3, done.stderr
     assert "api_not_implemented" in done.stderr
+
+
+def test_a_default_no_model_takes_is_still_a_mistake(tmp_path: Path, cli: Cli) -> None:
+    photos(tmp_path)
+    write_manifest(tmp_path, """
+        version: 1
+        defaults: {quality: ultra}
+        tasks:
+          - {id: a, model: dall-e-2, images: in/a.png, prompt: navy}
+    """)
+    done = cli("validate", "job.yaml")
+    assert done.returncode == 2
+    assert "dall-e-2 does not take quality 'ultra'" in done.stderr
