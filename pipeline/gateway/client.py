@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from pipeline.config.settings import Provider
-from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, StatusError
+from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, RouteUnfit, StatusError
 from pipeline.gateway.retry import parse_retry_after
 from pipeline.gateway.routes import chat, gemini, images
 from pipeline.gateway.routes.base import Decoded, data_url_bytes, image_format
@@ -42,6 +42,9 @@ class Answer:
     revised_prompt: str | None
     request_id: str | None
     route: str = "images"  # the route that brought it
+    # The answer came in another route's shape (a chat-shaped 200 on the images route):
+    # kept, and the model should leave this route for its fallback.
+    misrouted: bool = False
 
 
 class Gateway:
@@ -97,11 +100,17 @@ class Gateway:
             payload = json.loads(body)
         except ValueError as exc:
             raise BadResponse(f"unreadable answer ({exc}): {body[:120]!r}") from exc
-        decoded: Decoded = way.decode(payload, task)
+        misrouted = False
+        try:
+            decoded: Decoded = way.decode(payload, task)
+        except RouteUnfit:
+            # Another route's shape, perhaps paid for: its image is kept if it holds one,
+            # and the model still leaves this route (Answer.misrouted).
+            decoded, misrouted = _salvage(payload, task, way), True
         found = [await self._image_bytes(source) for source in decoded.sources]
         formats = [image_format(data) for data in found]
         return Answer(found, formats, decoded.usage, decoded.revised_prompt, request_id,
-                      way.NAME)
+                      way.NAME, misrouted)
 
     async def _image_bytes(self, source: bytes | str) -> bytes:
         if isinstance(source, bytes):
@@ -127,6 +136,19 @@ class Gateway:
                 return body
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BadResponse(f"downloading the result failed: {exc}") from exc
+
+
+def _salvage(payload: Any, task: Task, way: ModuleType) -> Decoded:
+    """The images of an answer shaped for another route; RouteUnfit when none holds any."""
+    for other in ROUTES.values():
+        if other is way:
+            continue
+        try:
+            return other.decode(payload, task)
+        except (BadResponse, StatusError):
+            continue
+    raise RouteUnfit(f"the {way.NAME} route answered {task.model} in a shape no route reads: "
+                     "this route cannot serve the model")
 
 
 def _request_id(headers: Any) -> str | None:

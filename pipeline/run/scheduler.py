@@ -188,7 +188,10 @@ class Scheduler:
         while True:
             route = self.board.route(task.model, task.route)
             try:
-                return await self._attempt(task, fingerprint, key, failed, route)
+                answer = await self._attempt(task, fingerprint, key, failed, route)
+                if answer.misrouted:  # kept, but the next tasks go by the fallback
+                    self.board.switch(task.model, route, "a 200 in another route's shape")
+                return answer
             except RequestError as exc:
                 if retry.classify(exc) is not retry.Verdict.ROUTE or not self.board.switch(
                         task.model, route, _cause(exc)):

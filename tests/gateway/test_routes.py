@@ -135,3 +135,11 @@ def test_gemini_reads_inline_data_and_reports_a_block(tmp_path: Path) -> None:
                       shot(tmp_path))
     with pytest.raises(RouteUnfit):
         gemini.decode({"data": []}, shot(tmp_path))
+
+
+async def test_a_chat_shaped_answer_on_images_is_kept_and_marked(tmp_path: Path) -> None:
+    async with running_simulator(SimulatorOptions(api_key=TEST_KEY, gemini_images="chat")) as sim, \
+            aiohttp.ClientSession() as session:
+        client = Gateway(session, Provider("sim", sim.base_url, Secret(TEST_KEY), None), 10)
+        answer = await client.edit(task(tmp_path, "gemini-2.5-flash-image", "a.png"), "k")
+    assert answer.misrouted and answer.route == "images" and answer.formats == ["png"]

@@ -130,17 +130,26 @@ def test_a_route_the_relay_cannot_serve_switches_once_to_the_fallback(tmp_path: 
     assert text.returncode == 0 and "note:" not in text.stdout  # all done: nothing sent
 
 
-def test_a_chat_shaped_200_on_images_is_not_retried_on_images(tmp_path: Path, cli: Cli,
-                                                              simulator) -> None:
+def test_a_chat_shaped_200_on_images_is_kept_and_the_model_leaves_the_route(
+        tmp_path: Path, cli: Cli, simulator) -> None:
     sim = simulator(gemini_images="chat")
     photos(tmp_path)
     folder = config(tmp_path, {"gemini-2.5-flash-image": {"route": "images",
                                                           "fallback_route": "gemini"}})
-    write_manifest(tmp_path, MIXED)
+    write_manifest(tmp_path, MIXED.replace("concurrency: 2", "concurrency: 1") + """
+      - id: banana-2
+        model: gemini-2.5-flash-image
+        images: in/b.png
+        prompt: Put it on a navy tray
+    """)
     code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url,
                              "--config", str(folder))
     assert code == 0, summary
-    assert sim.stats().by_route == {"images": 2, "gemini": 1}  # gpt on images, banana once
+    # The paid chat-shaped answer is kept (not sent again on images), the next goes by gemini.
+    assert sim.stats().by_route == {"images": 2, "gemini": 1}
+    assert sim.stats().requests == 3
+    assert sidecar(tmp_path, "banana")["route"] == "images"
+    assert sidecar(tmp_path, "banana-2")["route"] == "gemini"
     assert "switched to gemini" in summary["notes"][0]
 
 
