@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,6 +31,7 @@ from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.sidecar import write_sidecar
 from pipeline.ledger.store import Attempt, Ledger
 from pipeline.run.board import Board, ModelStopped
+from pipeline.run.redo import keep_rejected
 from pipeline.run.writer import write_outputs
 from pipeline.task import Task
 from pipeline.views.logs import event
@@ -79,6 +81,7 @@ class Scheduler:
         cooldown: Cooldown | None = None,
         key_salt: str = "",
         board: Board | None = None,
+        keep_aside: Mapping[str, list[Path]] | None = None,
     ):
         self.gateway = gateway
         self.ledger = ledger
@@ -95,6 +98,8 @@ class Scheduler:
         # keys would hand back the old answer. Without it, a re-sent `unknown` task keeps
         # its key, so such a gateway can return what it already billed.
         self.key_salt = key_salt
+        # --redo-rejected: task id → its rejected files, renamed aside before the new write.
+        self.keep_aside = keep_aside or {}
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
         self.disk = anyio.CapacityLimiter(4)
@@ -347,6 +352,8 @@ class Scheduler:
         }
 
         def write() -> tuple[list[Any], Any]:
+            if task.id in self.keep_aside:
+                keep_rejected(self.keep_aside[task.id])
             outputs = write_outputs(task, answer.images, answer.formats)
             record["outputs"] = [str(p) for p in outputs]
             return outputs, write_sidecar(task, answer.formats[0], record)
