@@ -27,6 +27,21 @@ MIXED = """
 """
 
 
+# One at a time, so the second nano-banana task goes after the first one's answer.
+TWO_BANANAS = MIXED.replace("concurrency: 2", "concurrency: 1") + """
+      - id: banana-2
+        model: gemini-2.5-flash-image
+        images: in/b.png
+        prompt: Put it on a navy tray
+    """
+
+
+def banana_routes(folder: Path, route: str, fallback: str) -> Path:
+    """The config folder where wenwen sends nano-banana by `route`, falling back to `fallback`."""
+    return config(folder, {"gemini-2.5-flash-image": {"route": route,
+                                                      "fallback_route": fallback}})
+
+
 def photos(folder: Path) -> None:
     tiny_image(folder / "in/a.png", (200, 40, 40))
     tiny_image(folder / "in/b.png", (40, 200, 40))
@@ -108,14 +123,8 @@ def test_jimeng_edits_are_refused_before_anything_is_paid(tmp_path: Path, cli: C
 def test_a_route_the_relay_cannot_serve_switches_once_to_the_fallback(tmp_path: Path, cli: Cli,
                                                                       sim) -> None:
     photos(tmp_path)
-    folder = config(tmp_path, {"gemini-2.5-flash-image": {"route": "images",
-                                                          "fallback_route": "chat"}})
-    write_manifest(tmp_path, MIXED.replace("concurrency: 2", "concurrency: 1") + """
-      - id: banana-2
-        model: gemini-2.5-flash-image
-        images: in/b.png
-        prompt: Put it on a navy tray
-    """)
+    folder = banana_routes(tmp_path, "images", "chat")
+    write_manifest(tmp_path, TWO_BANANAS)
     code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url,
                              "--config", str(folder))
     assert code == 0, summary
@@ -134,14 +143,8 @@ def test_a_chat_shaped_200_on_images_is_kept_and_the_model_leaves_the_route(
         tmp_path: Path, cli: Cli, simulator) -> None:
     sim = simulator(gemini_images="chat")
     photos(tmp_path)
-    folder = config(tmp_path, {"gemini-2.5-flash-image": {"route": "images",
-                                                          "fallback_route": "gemini"}})
-    write_manifest(tmp_path, MIXED.replace("concurrency: 2", "concurrency: 1") + """
-      - id: banana-2
-        model: gemini-2.5-flash-image
-        images: in/b.png
-        prompt: Put it on a navy tray
-    """)
+    folder = banana_routes(tmp_path, "images", "gemini")
+    write_manifest(tmp_path, TWO_BANANAS)
     code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url,
                              "--config", str(folder))
     assert code == 0, summary
@@ -157,12 +160,7 @@ def test_a_model_the_relay_refuses_stops_and_the_rest_goes_on(tmp_path: Path, cl
                                                               simulator) -> None:
     sim = simulator(fault_by_prompt={"tray": "model_price_error"})
     photos(tmp_path)
-    write_manifest(tmp_path, MIXED.replace("concurrency: 2", "concurrency: 1") + """
-      - id: banana-2
-        model: gemini-2.5-flash-image
-        images: in/b.png
-        prompt: Put it on a navy tray
-    """)
+    write_manifest(tmp_path, TWO_BANANAS)
     code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url)
     assert code == 1, summary  # finished, some failed: not aborted
     assert (summary["succeeded"], summary["failed"]) == (1, 2)
