@@ -192,3 +192,21 @@ def test_a_default_no_model_takes_is_still_a_mistake(tmp_path: Path, cli: Cli) -
     done = cli("validate", "job.yaml")
     assert done.returncode == 2
     assert "dall-e-2 does not take quality 'ultra'" in done.stderr
+
+
+def test_model_not_found_is_asked_again_then_aborts(tmp_path: Path, cli: Cli, simulator) -> None:
+    sim = simulator(fault_by_prompt={"Recolor": "model_not_found"})
+    photos(tmp_path)
+    write_manifest(tmp_path, MIXED)
+    done = cli("run", "job.yaml", "--base-url", sim.base_url, "--retries", "2")
+    assert done.returncode == 3, done.stderr
+    assert sim.stats().faults == {"model_not_found": 3}  # the first answer and two more
+    assert "pick a model this gateway offers" in done.stderr
+
+
+def test_a_channel_cooling_down_is_waited_out(tmp_path: Path, cli: Cli, simulator) -> None:
+    sim = simulator(fault_by_prompt={"Recolor": {"model_not_found": 1}})
+    photos(tmp_path)
+    write_manifest(tmp_path, MIXED)
+    done = cli("run", "job.yaml", "--base-url", sim.base_url)
+    assert done.returncode == 0, done.stderr
