@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 
-from pipeline.errors import OutcomeUnknown, RequestError, RouteUnfit, StatusError
+from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, RouteUnfit, StatusError
 
 
 class Verdict(enum.StrEnum):
@@ -78,8 +78,11 @@ def classify(exc: RequestError) -> Verdict:
         return Verdict.UNKNOWN
     if isinstance(exc, RouteUnfit):
         return Verdict.ROUTE
+    if isinstance(exc, BadResponse):
+        # A paid answer we cannot use: one more try, not the whole budget of them.
+        return Verdict.TERMINAL if exc.repeated else Verdict.RETRY
     if not isinstance(exc, StatusError):
-        return Verdict.RETRY  # ConnectError, BadResponse
+        return Verdict.RETRY  # ConnectError
     found = codes(exc)
     if exc.status in (401, 403) or found & FATAL_CODES:
         return Verdict.FATAL

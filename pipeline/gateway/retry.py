@@ -22,14 +22,22 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from pipeline.errors import RequestError, StatusError
+from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
 from pipeline.gateway.classify import Verdict, classify
 
-__all__ = ["Verdict", "classify", "is_overload", "parse_retry_after", "policy", "should_retry"]
+__all__ = ["Verdict", "classify", "is_overload", "may_be_billed", "parse_retry_after", "policy",
+           "should_retry"]
 
 MAX_SERVER_WAIT = 120.0  # never trust a Retry-After longer than this
 # Testing switch: scales every wait; IMGEDIT_RETRY_WAIT_SCALE=0 removes them.
 WAIT_SCALE_ENV = "IMGEDIT_RETRY_WAIT_SCALE"
+
+
+def may_be_billed(exc: RequestError) -> bool:
+    """The gateway may have charged for this attempt: it answered 200 (usable or not), or
+    the upload went and no answer came."""
+    return isinstance(exc, OutcomeUnknown) or (isinstance(exc, BadResponse)
+                                               and exc.status == 200)
 
 
 def is_overload(exc: BaseException) -> bool:

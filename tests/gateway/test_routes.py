@@ -81,6 +81,9 @@ def png_b64() -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
+MAX = 1024 * 1024  # bytes an answer may hold in these tests
+
+
 def shot(tmp_path: Path) -> Task:
     return Task(id="t", images=(), prompt="p", where=Location(tmp_path, 1), root=tmp_path,
                 fields={"model": "m"})
@@ -95,7 +98,7 @@ def shot(tmp_path: Path) -> Task:
 ])
 def test_a_foreign_200_on_images_is_route_unfit(tmp_path: Path, body: Any) -> None:
     with pytest.raises(RouteUnfit):
-        images.decode(body, shot(tmp_path))
+        images.decode(body, shot(tmp_path), MAX)
 
 
 def test_chat_reads_markdown_parts_and_images(tmp_path: Path) -> None:
@@ -105,20 +108,19 @@ def test_chat_reads_markdown_parts_and_images(tmp_path: Path) -> None:
                                   "image_url": {"url": f"data:image/png;base64,{data}"}}]},
                     {"content": "", "images": [{"image_url": {"url": f"data:image/png;base64,"
                                                                     f"{data}"}}]}):
-        decoded = chat.decode({"choices": [{"message": message}]}, shot(tmp_path))
-        assert decoded.sources == [base64.b64decode(data)]
+        decoded = chat.decode({"choices": [{"message": message}]}, shot(tmp_path), MAX)
+        assert decoded.sources == [f"data:image/png;base64,{data}"]  # checked by the client
 
 
 @pytest.mark.parametrize(("body", "error"), [
     ({"choices": [{"message": {"content": "I cannot edit people."}}]}, BadResponse),
-    ({"choices": [{"message": {"content": "![x](data:image/png;base64,@@@)"}}]}, BadResponse),
     ({"choices": "no"}, RouteUnfit),
     ({"data": [{"b64_json": "x"}]}, RouteUnfit),
     ({"choices": [None, 3, {"message": None}]}, BadResponse),
 ])
 def test_chat_refuses_what_holds_no_image(tmp_path: Path, body: Any, error: type) -> None:
     with pytest.raises(error):
-        chat.decode(body, shot(tmp_path))
+        chat.decode(body, shot(tmp_path), MAX)
 
 
 def test_gemini_reads_inline_data_and_reports_a_block(tmp_path: Path) -> None:
@@ -126,15 +128,15 @@ def test_gemini_reads_inline_data_and_reports_a_block(tmp_path: Path) -> None:
     body = {"candidates": [{"content": {"parts": [{"text": "ok"},
                                                   {"inlineData": {"mimeType": "image/png",
                                                                   "data": data}}]}}]}
-    assert gemini.decode(body, shot(tmp_path)).sources == [base64.b64decode(data)]
+    assert gemini.decode(body, shot(tmp_path), MAX).sources == [base64.b64decode(data)]
     with pytest.raises(StatusError) as caught:
-        gemini.decode({"promptFeedback": {"blockReason": "SAFETY"}}, shot(tmp_path))
+        gemini.decode({"promptFeedback": {"blockReason": "SAFETY"}}, shot(tmp_path), MAX)
     assert caught.value.code == "prompt_blocked"
     with pytest.raises(BadResponse):
         gemini.decode({"candidates": [{"content": {"parts": [{"text": "no"}]}}]},
-                      shot(tmp_path))
+                      shot(tmp_path), MAX)
     with pytest.raises(RouteUnfit):
-        gemini.decode({"data": []}, shot(tmp_path))
+        gemini.decode({"data": []}, shot(tmp_path), MAX)
 
 
 async def test_a_chat_shaped_answer_on_images_is_kept_and_marked(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.config.settings import Provider
 from pipeline.errors import BadResponse, RouteUnfit
-from pipeline.gateway.routes.base import Decoded, Request, data_url_bytes, inline
+from pipeline.gateway.routes.base import Decoded, Request, inline
 from pipeline.task import Task
 
 NAME = "chat"
@@ -39,7 +39,8 @@ async def request(task: Task, provider: Provider, files: ExitStack) -> Request:
                    {"Content-Type": "application/json"})
 
 
-def decode(payload: Any, task: Task) -> Decoded:
+def decode(payload: Any, task: Task, max_bytes: int) -> Decoded:
+    """The image URLs the message holds (data: URLs are decoded by the client's checks)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
         keys = ", ".join(sorted(map(str, payload))[:6]) if isinstance(payload, dict) else ""
         raise RouteUnfit(f"the chat route answered {task.model} without `choices` "
@@ -56,10 +57,8 @@ def decode(payload: Any, task: Task) -> Decoded:
     if not urls:
         excerpt = " ".join(said.split())[:200] or "nothing"
         raise BadResponse(f"the chat answer holds no image; the model said: {excerpt}")
-    sources: list[bytes | str] = [data_url_bytes(u) if u.startswith("data:") else u
-                                  for u in urls[: task.n]]
-    usage = payload.get("usage")
-    return Decoded(sources, usage if isinstance(usage, dict) else None)
+    sources: list[bytes | str] = list(urls)
+    return Decoded(sources, payload.get("usage"))
 
 
 def _images_in(message: dict[str, Any]) -> tuple[list[str], str]:

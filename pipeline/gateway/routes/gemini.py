@@ -16,7 +16,8 @@ from typing import Any
 
 from pipeline.config.settings import Provider
 from pipeline.errors import BadResponse, RouteUnfit, StatusError
-from pipeline.gateway.routes.base import Decoded, Request, b64, inline, origin
+from pipeline.gateway.answer import b64_image
+from pipeline.gateway.routes.base import Decoded, Request, inline, origin
 from pipeline.task import Task
 
 NAME = "gemini"
@@ -36,7 +37,7 @@ async def request(task: Task, provider: Provider, files: ExitStack) -> Request:
                    {"Content-Type": "application/json"})
 
 
-def decode(payload: Any, task: Task) -> Decoded:
+def decode(payload: Any, task: Task, max_bytes: int) -> Decoded:
     if not isinstance(payload, dict) or not ("candidates" in payload
                                              or "promptFeedback" in payload):
         keys = ", ".join(sorted(map(str, payload))[:6]) if isinstance(payload, dict) else ""
@@ -56,7 +57,8 @@ def decode(payload: Any, task: Task) -> Decoded:
             data = part.get("inlineData") or part.get("inline_data")
             if isinstance(data, dict) and str(data.get("mimeType") or data.get("mime_type")
                                               or "").startswith("image/"):
-                sources.append(b64(data.get("data")))
+                sources.append(b64_image(data.get("data"), max_bytes=max_bytes,
+                                         what="inlineData.data"))
             elif isinstance(part.get("text"), str):
                 said.append(part["text"])
     if not sources:
@@ -66,5 +68,4 @@ def decode(payload: Any, task: Task) -> Decoded:
                               type="gemini_error", code="prompt_blocked")
         excerpt = " ".join(" ".join(said).split())[:200] or "nothing"
         raise BadResponse(f"the gemini answer holds no image; the model said: {excerpt}")
-    usage = payload.get("usageMetadata")
-    return Decoded(sources[: task.n], usage if isinstance(usage, dict) else None)
+    return Decoded(sources, payload.get("usageMetadata"))

@@ -25,7 +25,8 @@ import aiohttp
 from pipeline.config.models import sniff_format
 from pipeline.config.settings import Provider
 from pipeline.errors import BadResponse, RouteUnfit
-from pipeline.gateway.routes.base import Decoded, Request, b64
+from pipeline.gateway.answer import b64_image, take
+from pipeline.gateway.routes.base import Decoded, Request
 from pipeline.task import IMAGE_FORMATS, Task
 
 NAME = "images"
@@ -92,9 +93,10 @@ def _file_part(file: BinaryIO) -> tuple[bytes | BinaryIO, str | None]:
     return file, fmt
 
 
-def decode(payload: Any, task: Task) -> Decoded:
+def decode(payload: Any, task: Task, max_bytes: int) -> Decoded:
+    """The `data` items' images (b64_json decoded, URLs left for the client to fetch)."""
     if not isinstance(payload, dict):
-        raise BadResponse(f"unreadable answer: a JSON {type(payload).__name__}, not an object")
+        raise BadResponse(f"the answer is a JSON {type(payload).__name__}, not an object")
     if "choices" in payload or "candidates" in payload or not isinstance(
             payload.get("data"), list):
         shape = next((k for k in ("choices", "candidates") if k in payload), None)
@@ -102,20 +104,19 @@ def decode(payload: Any, task: Task) -> Decoded:
                          f"{f'{shape!r}' if shape else 'no data list'}, keys: "
                          f"{', '.join(sorted(map(str, payload))[:6])}): this route cannot "
                          "serve the model")
-    items = payload["data"]
-    if not items:
-        raise BadResponse("unreadable answer (no images in 'data')")
+    notes: list[str] = []
+    items = take(payload["data"], task.n, notes)  # the rest is never read
     sources: list[bytes | str] = []
-    for item in items:
+    for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise BadResponse("an answer item is not an object")
-        if item.get("b64_json"):
-            sources.append(b64(item["b64_json"]))
-        elif isinstance(item.get("url"), str) and item["url"]:
-            sources.append(item["url"])
+            raise BadResponse(f"data[{index}] is a {type(item).__name__}, not an object")
+        b64, url = item.get("b64_json"), item.get("url")
+        if b64 is not None and b64 != "":
+            sources.append(b64_image(b64, max_bytes=max_bytes, what=f"data[{index}].b64_json"))
+        elif isinstance(url, str) and url:
+            sources.append(url)
         else:
-            raise BadResponse("an answer item has neither b64_json nor a url")
-    revised = next((i.get("revised_prompt") for i in items if i.get("revised_prompt")), None)
-    usage = payload.get("usage")
-    return Decoded(sources, usage if isinstance(usage, dict) else None,
-                   revised if isinstance(revised, str) else None)
+            raise BadResponse(f"data[{index}] has neither b64_json nor a url")
+    revised = next((i["revised_prompt"] for i in items
+                    if isinstance(i.get("revised_prompt"), str)), None)
+    return Decoded(sources, payload.get("usage"), revised, notes)
