@@ -112,3 +112,20 @@ def route_not_implemented(exc: RequestError) -> bool:
     for the model, going on is pointless for every model on this route."""
     return isinstance(exc, StatusError) and (
         exc.status == 501 or "api_not_implemented" in codes(exc))
+
+
+def what_stops(exc: RequestError) -> str | None:
+    """Once a task's attempts are over: "model" when no task of its model can succeed on
+    this gateway (its other tasks stop), "run" when none can (abort), else None. A
+    convert_request_failed without a fallback fails just its task: the relay also answers
+    it for one request's odd field (DESIGN.md, "The API")."""
+    verdict = classify(exc)
+    if verdict is Verdict.MODEL:
+        return "model"
+    if verdict is Verdict.ROUTE:
+        if route_not_implemented(exc):
+            return "run"
+        return None if "convert_request_failed" in codes(exc) else "model"
+    if verdict is not Verdict.FATAL and final_verdict(exc) is Verdict.FATAL:
+        return "run"
+    return None

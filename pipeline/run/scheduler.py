@@ -24,7 +24,7 @@ from tenacity import RetryCallState
 from pipeline.config.settings import Settings
 from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
 from pipeline.gateway import retry
-from pipeline.gateway.classify import codes, final_verdict, route_not_implemented
+from pipeline.gateway.classify import what_stops
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
 from pipeline.ledger.fingerprint import idempotency_key
@@ -322,48 +322,27 @@ class Scheduler:
             self.tally.failed += 1
         self.tally.failure(task.id, reason)
 
-    def _stop_for(self, task: Task, exc: RequestError, verdict: retry.Verdict) -> bool:
-        """Stop the model, or the run, when this failure says so; True when it did.
-        A convert_request_failed on a model without a fallback fails just its task: the
-        relay also answers it for one request's odd field (DESIGN.md, "The API")."""
-        route_gone = verdict is retry.Verdict.ROUTE and not (
-            route_not_implemented(exc) or "convert_request_failed" in codes(exc))
-        if verdict is retry.Verdict.MODEL or route_gone:
-            self.board.stop(task.model, str(exc))
-            return True
-        if route_not_implemented(exc) or (verdict is not retry.Verdict.FATAL
-                                          and final_verdict(exc) is retry.Verdict.FATAL):
-            self.stop.set(f"the gateway refused the run: {exc}", exc)
-            event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
-            return True
-        return False
-
     def _record_failure(self, task: Task, fingerprint: str, exc: RequestError) -> None:
-        verdict = retry.classify(exc)
-        reason = str(exc)
-        if self._stop_for(task, exc, verdict):
-            # The gateway's answer, not the task, is at fault: a later run sends it again.
-            self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
-                                    error_type=_cause(exc), error_code=getattr(exc, "code", None))
-            self.tally.failed += 1
-            self.tally.failure(task.id, reason)
-            event(logging.WARNING, "task failed", id=task.id, terminal=False, error=reason,
-                  code=getattr(exc, "code", None))
-            return
+        verdict, stops, reason = retry.classify(exc), what_stops(exc), str(exc)
+        if stops == "model":
+            self.board.stop(task.model, reason)
+        elif stops == "run":
+            self.stop.set(f"the gateway refused the run: {exc}", exc)
+            event(logging.ERROR, "run aborted", id=task.id, error=reason)
+        # When the gateway stops a model or the run, the task is not at fault: a later
+        # run sends it again (not terminal).
+        terminal = stops is None and verdict in (retry.Verdict.TERMINAL, retry.Verdict.ROUTE)
         if verdict is retry.Verdict.UNKNOWN:
             self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
             self.tally.unknown += 1
         else:
-            terminal = verdict in (retry.Verdict.TERMINAL, retry.Verdict.ROUTE)
             self.ledger.mark_failed(
                 task.id, fingerprint, terminal=terminal, reason=reason,
                 error_type=_cause(exc), error_code=getattr(exc, "code", None))
             self.tally.failed += 1
         self.tally.failure(task.id, reason)
         label = {"unknown": "task unknown", "fatal": "task aborted"}.get(verdict, "task failed")
-        event(logging.WARNING, label, id=task.id, terminal=verdict in (retry.Verdict.TERMINAL,
-                                                                       retry.Verdict.ROUTE),
-              error=reason,
+        event(logging.WARNING, label, id=task.id, terminal=terminal, error=reason,
               code=getattr(exc, "code", None))
 
     async def _save(self, task: Task, fingerprint: str, answer: Answer, attempts: int) -> None:

@@ -113,10 +113,12 @@ def decode(payload: Any, task: Task, max_bytes: int) -> Decoded:
         b64, url = item.get("b64_json"), item.get("url")
         if b64 is not None and b64 != "":
             sources.append(b64_image(b64, max_bytes=max_bytes, what=f"data[{index}].b64_json"))
-        elif isinstance(url, str) and url:
-            sources.append(url)
+        elif url is None or url == "":
+            raise BadResponse(f"data[{index}] has neither b64_json nor url")
+        elif not isinstance(url, str):
+            raise BadResponse(f"data[{index}].url is {type(url).__name__}, not a string")
         else:
-            raise BadResponse(f"data[{index}] has neither b64_json nor a url")
+            sources.append(url)
     revised = next((i["revised_prompt"] for i in items
                     if isinstance(i.get("revised_prompt"), str)), None)
     return Decoded(sources, payload.get("usage"), revised, notes)
