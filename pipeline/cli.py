@@ -3,6 +3,14 @@
 Exit codes (the contract): 0 all done, 1 some tasks failed, 2 bad manifest,
 config or usage (nothing sent), 3 aborted (bad key, no quota, no such model),
 75 another run holds the lock, 130/143 interrupted.
+
+Start-up is part of the interface (`imgedit --help` in well under 0.25 s): this
+module imports only click and the error classes at the top. Adding a command:
+declare it here with `@main.command()` and its click options (cheap), and import
+the module that does the work inside the command's function, as every command
+below does — never at the top of this file, or every command (and `--help`) pays
+for that module's imports (aiohttp, Pillow, rich, the simulator...).
+`tests/test_cli_startup.py` fails when a heavy module is imported by `--help`.
 """
 
 from __future__ import annotations
@@ -16,9 +24,6 @@ from typing import Any
 import click
 
 from pipeline.errors import ImgeditError, InputError
-from pipeline.ledger.plan import Selection
-from pipeline.run import runner
-from pipeline.views import logs
 
 MANIFEST = click.Path(exists=False, dir_okay=False, path_type=Path)
 
@@ -91,6 +96,10 @@ def run(manifest: Path, config: str | None, provider: str | None, base_url: str 
     """
     if prompt_suffix is not None and not redo_rejected:
         raise click.UsageError("--prompt-suffix goes with --redo-rejected")
+    from pipeline.ledger.plan import Selection
+    from pipeline.run import runner
+    from pipeline.views import logs
+
     logs.configure(verbose=verbose, log_file=log_file, fmt=log_format, secrets=_secrets())
     selection = Selection(only=frozenset(only), only_failed=only_failed,
                           retry_failed=retry_failed or only_failed, force=force,
@@ -111,6 +120,8 @@ def run(manifest: Path, config: str | None, provider: str | None, base_url: str 
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
 def validate(manifest: Path, config: str | None, ledger: Path | None) -> None:
     """Check MANIFEST (schema, files, model limits) and print the plan and its cost."""
+    from pipeline.run import runner
+
     options = runner.RunOptions(manifest=manifest, config=config, ledger=ledger, dry_run=True)
     sys.exit(_guard(lambda: runner.run(options, click.echo)))
 
@@ -137,14 +148,18 @@ def status(manifest: Path, ledger: Path | None, as_json: bool) -> None:
 @click.option("--fault", "faults", multiple=True, metavar="NAME=RATE",
               help="Inject a fault at a rate, e.g. 502=0.1, drop=0.05, 429=0.2 (repeatable).")
 @click.option("--latency", metavar="SPEC", help="Seconds, or uniform:A,B or normal:MEAN,SD.")
-@click.option("--rate-limit", metavar="R", help="Answer 429 above this rate, like 30/min.")
+@click.option("--rate-limit", metavar="R",
+              help="Answer 429 above this rate, like 30/min: a sliding window, as the relay.")
+@click.option("--rate-limit-retry-after", is_flag=True,
+              help="Those 429s say when to retry (the relay's are bare: no body, no header).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Repeat a scenario exactly.")
 @click.option("--response", type=click.Choice(["auto", "b64", "url", "data-url"]),
               default="auto", show_default=True, help="How images come back.")
 @click.option("--fault-by-prompt", "by_prompt", multiple=True, metavar="TEXT=NAME",
               help="Every request whose prompt holds TEXT gets fault NAME (repeatable).")
 def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit: str | None,
-             seed: int, response: str, by_prompt: tuple[str, ...]) -> None:
+             rate_limit_retry_after: bool, seed: int, response: str,
+             by_prompt: tuple[str, ...]) -> None:
     """Serve the local gateway simulator: free rehearsals of a manifest.
 
     It accepts the token in IMGEDIT_API_KEY (else sk-simulator), compared as the relay does.
@@ -158,7 +173,8 @@ def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit
             parsed[name] = float(rate)
         except ValueError:
             raise click.BadParameter(f"{item!r} is not NAME=RATE", param_hint="--fault") from None
-    options: dict[str, Any] = {"port": port, "faults": parsed, "seed": seed, "response": response}
+    options: dict[str, Any] = {"port": port, "faults": parsed, "seed": seed, "response": response,
+                               "rate_limit_retry_after": rate_limit_retry_after}
     for item in by_prompt:
         text, _, name = item.rpartition("=")
         if not text or not name:

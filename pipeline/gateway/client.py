@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from types import ModuleType
@@ -104,10 +105,13 @@ class Gateway:
         spec = self.models.get(model) if self.models is not None else None
         return int(spec.max_answer_mb * MB) if spec is not None else DEFAULT_MAX_BYTES
 
-    async def edit(self, task: Task, idempotency_key: str, route: str | None = None) -> Answer:
-        """One attempt of `task` over `route` (its configured one when None)."""
+    async def edit(self, task: Task, idempotency_key: str, route: str | None = None,
+                   ready: Callable[[], Awaitable[object]] | None = None) -> Answer:
+        """One attempt of `task` over `route` (its configured one when None). `ready` is
+        awaited once the body is built, right before the request is written: a pacer's
+        turn taken there is the spacing the server sees."""
         try:
-            return await self._edit(task, idempotency_key, ROUTES[route or task.route])
+            return await self._edit(task, idempotency_key, ROUTES[route or task.route], ready)
         except RequestError as exc:
             self._clean(exc)
             raise
@@ -123,10 +127,13 @@ class Gateway:
             if isinstance(value, str):
                 setattr(exc, name, clean(value, self._secrets, limit=200))
 
-    async def _edit(self, task: Task, idempotency_key: str, way: ModuleType) -> Answer:
+    async def _edit(self, task: Task, idempotency_key: str, way: ModuleType,
+                    ready: Callable[[], Awaitable[object]] | None) -> Answer:
         limit = self.max_answer_bytes(task.model)
         with ExitStack() as files:
             sent = await way.request(task, self.provider, files)
+            if ready is not None:
+                await ready()
             try:
                 # No redirect: following one would send the images, the prompt and the
                 # key to wherever the answer points.

@@ -14,10 +14,17 @@ log line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipeline.config.routes import Routing
+from pipeline.errors import RequestError, StatusError
+from pipeline.gateway.classify import Verdict, classify
 from pipeline.views.logs import event
+
+if TYPE_CHECKING:
+    from pipeline.gateway.client import Answer
 
 
 class ModelStopped(Exception):
@@ -59,9 +66,33 @@ class Board:
               fallback=fallback, reason=reason)
         return True
 
+    async def send(self, model: str, configured: str,
+                   attempt: Callable[[str], Awaitable[Answer]]) -> Answer:
+        """`attempt` on the model's route now; when the gateway says that route cannot
+        serve the model and it has a fallback, at once again on the fallback (asking the
+        same route again would only fail, or pay, the same way)."""
+        while True:
+            route = self.route(model, configured)
+            try:
+                answer = await attempt(route)
+            except RequestError as exc:
+                if classify(exc) is not Verdict.ROUTE or not self.switch(model, route,
+                                                                        _why(exc)):
+                    raise
+                continue
+            if answer.misrouted:  # kept, but the next tasks go by the fallback
+                self.switch(model, route, "a 200 in another route's shape")
+            return answer
+
     def stop(self, model: str, reason: str) -> None:
         if model in self.stopped:
             return
         self.stopped[model] = reason
         self.notes.append(f"{model}: stopped, its other tasks not sent: {reason}")
         event(logging.ERROR, "model stopped", model=model, reason=reason)
+
+
+def _why(exc: RequestError) -> str:
+    if isinstance(exc, StatusError):
+        return exc.code or exc.type or f"http_{exc.status}"
+    return exc.kind

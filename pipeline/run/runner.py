@@ -20,10 +20,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config.models import Models
 from pipeline.config.routes import Routing
@@ -39,8 +36,6 @@ from pipeline.config.settings import (
 from pipeline.config.settings import resolve_settings as _resolve
 from pipeline.errors import BadResponse, ConfigError, InputError, RunAborted
 from pipeline.gateway.classify import codes
-from pipeline.gateway.client import Gateway
-from pipeline.gateway.limits import Cooldown, RateLimiter
 from pipeline.ledger import store as ledger_mod
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
@@ -48,13 +43,15 @@ from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import ValidationReport, check_all
 from pipeline.run import redo
-from pipeline.run.board import Board
-from pipeline.run.scheduler import Scheduler, Stop
-from pipeline.simulator.app import SimulatorOptions, running_simulator
 from pipeline.task import Task
-from pipeline.views import progress, summary
+from pipeline.views import summary
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
+
+if TYPE_CHECKING:  # sending's modules are imported by _send: validate never loads aiohttp
+    import anyio
+
+    from pipeline.run.scheduler import Scheduler, Stop
 
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -140,7 +137,9 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
                 f"no API key: set {job.provider.api_key_env or 'IMGEDIT_API_KEY'} "
                 "(or IMGEDIT_API_KEY) in the environment")
         if plan.to_send == 0:  # a finished catalog: no second pass, no simulator, no session
-            return _conclude(job, ledger, options, Tally(), plan, Stop(), out)
+            return _conclude(job, ledger, options, Tally(), plan, None, out)
+        import anyio
+
         return anyio.run(_send, job, ledger, options, plan.to_send, out)
 
 
@@ -167,6 +166,8 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
     if provider.base_url:
         yield provider.base_url
         return
+    from pipeline.simulator.app import SimulatorOptions, running_simulator
+
     options = dict(provider.simulator or {})
     if provider.api_key is not None:  # the in-process relay accepts the run's own key
         options.setdefault("api_key", provider.api_key.reveal())
@@ -176,12 +177,20 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
 
 async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 out: Callable[[str], None]) -> int:
+    import aiohttp
+    import anyio
+
+    from pipeline.gateway.client import Gateway
+    from pipeline.gateway.limits import Throttle
+    from pipeline.run.board import Board
+    from pipeline.run.scheduler import Scheduler
+    from pipeline.views import progress
+
     settings = job.settings
     tally = Tally(total=to_send)
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
     signalled: list[signal.Signals] = []
-    cooldown = Cooldown()
-    limiter = RateLimiter(parse_rate(settings.rate)) if settings.rate else None
+    throttle = Throttle(parse_rate(settings.rate) if settings.rate else None)
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
     event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
@@ -194,7 +203,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             gateway = Gateway(session, provider, settings.timeout, job.models)
             chosen = options.selection
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
-                                  price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
+                                  price=_pricer(job.models), throttle=throttle,
                                   key_salt=f":run{run_id}" if chosen.force
                                   or chosen.redo_rejected else "",
                                   keep_aside=redo.rejected_files(ledger)
@@ -209,7 +218,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
                                  signalled)
                 group.start_soon(functools.partial(
-                    progress.show, tally, cooldown.remaining, every=settings.progress_every,
+                    progress.show, tally, throttle.cooldown.remaining,
+                    every=settings.progress_every,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
@@ -218,7 +228,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
-              stop: Stop, out: Callable[[str], None], run_id: int | None = None,
+              stop: Stop | None, out: Callable[[str], None], run_id: int | None = None,
               signalled: list[signal.Signals] | None = None,
               notes: list[str] | None = None) -> int:
     """Exit code, the run's ledger row, the summary (text or --json) and abort advice."""
@@ -230,14 +240,15 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
     ledger.finish_run(run_id, code, counts)
     event(logging.INFO, "run finished", run_id=run_id, exit_code=code,
           spent=round(tally.spent, 4), **counts)
+    stopped = None if stop is None else stop.reason
     result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
-                           exit_code=code, stopped=stop.reason, ledger=job.ledger_path,
+                           exit_code=code, stopped=stopped, ledger=job.ledger_path,
                            held=plan.held, notes=notes or [])
     if options.json:
         out(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
-    if code == RunAborted.exit_code:
+    if code == RunAborted.exit_code and stop is not None:
         print(_abort_advice(stop.fatal), file=sys.stderr)
     return code
 
@@ -258,6 +269,8 @@ async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: 
                          signalled: list[signal.Signals]) -> None:
     """First signal: stop launching, let in-flight requests finish within `grace`.
     Second signal, or grace over: cancel what is left (recorded as unknown)."""
+    import anyio
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             signalled.append(signal.Signals(signum))
@@ -283,10 +296,11 @@ def _note_resent(walked: Iterable[tuple[Task, str, Category]], selection: Select
         yield task, fp, category
 
 
-def _exit_code(tally: Tally, stop: Stop, signalled: list[signal.Signals], held: int) -> int:
+def _exit_code(tally: Tally, stop: Stop | None, signalled: list[signal.Signals],
+               held: int) -> int:
     if signalled:
         return EXIT_SIGNAL[signalled[0]]
-    if stop.fatal is not None:
+    if stop is not None and stop.fatal is not None:
         return RunAborted.exit_code
     if tally.failed or tally.unknown or tally.done < tally.total or held:
         return EXIT_FAILED

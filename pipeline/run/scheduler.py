@@ -26,18 +26,17 @@ from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusErr
 from pipeline.gateway import retry
 from pipeline.gateway.classify import what_stops
 from pipeline.gateway.client import Answer, Gateway
-from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
+from pipeline.gateway.limits import AdaptiveConcurrency, Throttle
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.sidecar import write_sidecar
 from pipeline.ledger.store import Attempt, Ledger
 from pipeline.run.board import Board, ModelStopped
+from pipeline.run.diskwriter import DiskWriter
 from pipeline.run.redo import keep_rejected
 from pipeline.run.writer import write_outputs
 from pipeline.task import Task
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
-
-DEFAULT_COOLDOWN = 5.0  # seconds all workers pause after a 429 that named no wait
 
 
 class Stopped(Exception):
@@ -67,6 +66,15 @@ class Stop:
             await self.stopped.wait()
 
 
+@dataclass
+class Departure:
+    """When an attempt's request left: the throttle's clock, the wall clock, monotonic."""
+
+    at: float | None = None  # None: it never left (stopped, or cancelled before its turn)
+    wall: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -77,8 +85,7 @@ class Scheduler:
         tally: Tally,
         *,
         price: Callable[[Task, Mapping[str, Any] | None], float],
-        limiter: RateLimiter | None = None,
-        cooldown: Cooldown | None = None,
+        throttle: Throttle | None = None,
         key_salt: str = "",
         board: Board | None = None,
         keep_aside: Mapping[str, list[Path]] | None = None,
@@ -89,8 +96,7 @@ class Scheduler:
         self.run_id = run_id
         self.tally = tally
         self.price = price
-        self.limiter = limiter
-        self.cooldown = cooldown or Cooldown()
+        self.throttle = throttle or Throttle()
         self.concurrency = AdaptiveConcurrency(settings.concurrency)
         self.stop = Stop()
         self.board = board or Board()  # each model's route this run, and stopped models
@@ -102,7 +108,7 @@ class Scheduler:
         self.keep_aside = keep_aside or {}
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
-        self.disk = anyio.CapacityLimiter(4)
+        self.disk = DiskWriter(threads=4)
         # Tasks an earlier run may have been billed for (left `unknown`, or failed on a paid
         # but unusable answer): a paid answer for one now may be a second charge.
         self.billed_before: set[str] = set()
@@ -111,7 +117,7 @@ class Scheduler:
         """Process (task, fingerprint) pairs until done or stopped."""
         send, receive = anyio.create_memory_object_stream[tuple[Task, str]](
             self.settings.concurrency * 2)
-        async with anyio.create_task_group() as group:
+        async with self.disk, anyio.create_task_group() as group:
             group.start_soon(self._produce, work, send)
             # Twice as many workers as requests allowed in flight: while some save their
             # results, others keep every request slot busy. AdaptiveConcurrency caps the wire.
@@ -144,12 +150,13 @@ class Scheduler:
         try:
             async for attempt in policy:
                 with attempt:
-                    answer = await self._attempt_routes(task, fingerprint, key, failed)
+                    answer = await self.board.send(task.model, task.route, functools.partial(
+                        self._attempt, task, fingerprint, key, failed))
         except RequestError as exc:
             self._record_failure(task, fingerprint, exc)
             return
         except ModelStopped as exc:
-            self._model_stopped(task, fingerprint, failed, exc)
+            self._not_retried(task, fingerprint, failed, exc)
             return
         except Stopped:
             self._not_retried(task, fingerprint, failed)
@@ -170,36 +177,31 @@ class Scheduler:
         event(logging.INFO, "task retry", id=task.id, attempt=state.attempt_number,
               cause=cause, wait_s=round(wait, 2), error=str(exc))
 
-    async def _gate(self, task: Task) -> None:
-        """Wait for the shared cooldown and the rate limiter; refuse if stopping (also when
-        launching stops during the cooldown) or when the task's model stopped."""
-        while not self.stop and (left := self.cooldown.remaining()) > 0:
+    async def _gate(self) -> float:
+        """Wait for the server's cooldown and the pacer's turn, and return the departure
+        time; refuse if stopping, also when launching stops during the cooldown."""
+        cooldown = self.throttle.cooldown
+        while not self.stop and (left := cooldown.remaining()) > 0:
             await self.stop.sleep(left)
         if self.stop:
             raise Stopped
-        self.board.check(task.model)
-        if self.limiter is not None:
-            await self.limiter.acquire()
+        departed = await self.throttle.turn()
         if self.stop:
             raise Stopped
-        self.board.check(task.model)
+        return departed
 
-    async def _attempt_routes(self, task: Task, fingerprint: str, key: str,
-                              failed: list[RequestError]) -> Answer:
-        """An attempt on the model's route now; when the gateway says that route cannot
-        serve the model and it has a fallback, at once again on the fallback (asking the
-        same route again would only fail, or pay, the same way)."""
-        while True:
-            route = self.board.route(task.model, task.route)
-            try:
-                answer = await self._attempt(task, fingerprint, key, failed, route)
-                if answer.misrouted:  # kept, but the next tasks go by the fallback
-                    self.board.switch(task.model, route, "a 200 in another route's shape")
-                return answer
-            except RequestError as exc:
-                if retry.classify(exc) is not retry.Verdict.ROUTE or not self.board.switch(
-                        task.model, route, _cause(exc)):
-                    raise
+    async def _depart(self, task: Task, fingerprint: str, number: int,
+                      departure: Departure) -> None:
+        """Called by the gateway with the body built, right before the request is written;
+        refuses (ModelStopped) when the task's model stopped meanwhile."""
+        self.board.check(task.model)
+        departed = await self._gate()
+        self.board.check(task.model)
+        if number == 1:
+            self.ledger.mark_submitted(self.run_id, task, fingerprint)
+        self.tally.in_flight += 1
+        self.tally.sent()
+        departure.at, departure.wall, departure.started = departed, time.time(), time.monotonic()
 
     async def _attempt(self, task: Task, fingerprint: str, key: str,
                        failed: list[RequestError], route: str) -> Answer:
@@ -208,33 +210,33 @@ class Scheduler:
         if number > 1:
             self.tally.retrying -= 1  # its wait is over, whatever happens next
         async with self.concurrency:
-            await self._gate(task)
-            if number == 1:
-                self.ledger.mark_submitted(self.run_id, task, fingerprint)
-            self.tally.in_flight += 1
-            self.tally.sent()
-            started_wall, started = time.time(), time.monotonic()
+            departure = Departure()
+            ready = functools.partial(self._depart, task, fingerprint, number, departure)
             try:
-                answer = await self.gateway.edit(task, key, route)
+                answer = await self.gateway.edit(task, key, route, ready=ready)
             except RequestError as exc:
                 self._on_paid_unusable(task, exc, failed)
                 self._count_billed(task, exc, failed)
-                self._on_error(task, exc, number, started_wall, time.monotonic() - started)
+                self._on_error(task, exc, number, departure)
                 failed.append(_without_frames(exc))
                 raise
             except anyio.get_cancelled_exc_class():
-                # Shutdown's grace ran out with this request on the wire: it may be billed.
-                cancelled = self._on_cancel(task, number, started_wall)
-                self._count_billed(task, cancelled, failed)
-                failed.append(cancelled)
+                if departure.at is not None:
+                    # Shutdown's grace ran out with this request on the wire: maybe billed.
+                    cancelled = self._on_cancel(task, number, departure.wall)
+                    self._count_billed(task, cancelled, failed)
+                    failed.append(cancelled)
                 raise
             finally:
-                self.tally.in_flight -= 1
+                if departure.at is not None:
+                    self.tally.in_flight -= 1
+        assert departure.at is not None  # an answer came, so the request went
         self._count_billed(task, None, failed)
         self.concurrency.on_success()
+        self.throttle.on_success(departure.at)
         self.ledger.record_attempt(Attempt(
-            task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
-            latency_s=time.monotonic() - started, status=200, error_type=None,
+            task_id=task.id, run_id=self.run_id, number=number, started_at=departure.wall,
+            latency_s=time.monotonic() - departure.started, status=200, error_type=None,
             error_code=None, message=None, request_id=answer.request_id, outcome="succeeded"))
         return answer
 
@@ -266,20 +268,27 @@ class Scheduler:
             self.stop.set(f"the budget of {max_cost:g} is spent")
 
     def _on_error(self, task: Task, exc: RequestError, number: int,
-                  started_wall: float, latency: float) -> None:
+                  departure: Departure) -> None:
         verdict = retry.classify(exc)
-        if retry.is_overload(exc):
-            self.concurrency.on_overload()
+        if retry.is_overload(exc) and departure.at is not None:
             wait = exc.retry_after if isinstance(exc, StatusError) else None
-            self.cooldown.extend((DEFAULT_COOLDOWN if wait is None else wait) * retry.wait_scale())
+            scaled = None if wait is None else wait * retry.wait_scale()
+            if getattr(exc, "status", None) == 429:  # too many requests: slow the pace
+                self.throttle.on_limited(departure.at, scaled)
+            else:  # the upstream is overloaded: fewer in flight
+                self.concurrency.on_overload()
+                if scaled is not None:
+                    self.throttle.cooldown.extend(scaled)
         if verdict is retry.Verdict.FATAL:
             self.stop.set(f"the gateway refused the run: {exc}", exc)
             event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
         outcome = {"retry": "retry", "unknown": "unknown", "terminal": "failed",
-                   "model": "failed", "route": "failed", "fatal": "aborted"}[verdict.value]
+                   "model": "failed", "route": "failed",
+                   "fatal": "aborted"}[verdict.value]
         self.ledger.record_attempt(Attempt(
-            task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
-            latency_s=latency, status=getattr(exc, "status", None), error_type=_cause(exc),
+            task_id=task.id, run_id=self.run_id, number=number, started_at=departure.wall,
+            latency_s=time.monotonic() - departure.started,
+            status=getattr(exc, "status", None), error_type=_cause(exc),
             error_code=getattr(exc, "code", None), message=str(exc)[:500],
             request_id=getattr(exc, "request_id", None), outcome=outcome))
 
@@ -291,34 +300,25 @@ class Scheduler:
             error_code=None, message=reason, request_id=None, outcome="unknown"))
         return OutcomeUnknown(reason)
 
-    def _not_retried(self, task: Task, fingerprint: str, failed: list[RequestError]) -> None:
-        """Launching stopped (or the grace ran out) before the task's next attempt: it keeps
-        what its last attempt came to, so a request that may have been billed stays
-        `unknown`. A task never sent stays as it was, for the next run."""
-        if not failed:
+    def _not_retried(self, task: Task, fingerprint: str, failed: list[RequestError],
+                     stopped: ModelStopped | None = None) -> None:
+        """Launching stopped (or the grace ran out, or the task's model stopped) before the
+        task's next attempt: it keeps what its last attempt came to, so a request that may
+        have been billed stays `unknown`. A task never sent stays as it was, for the next
+        run, unless its model stopped: then it fails (not terminal) with that reason."""
+        if not failed and stopped is None:
             return
-        last = failed[-1]
-        reason = f"{last} (not retried: {self.stop.reason or 'the run was cancelled'})"
-        if retry.classify(last) is retry.Verdict.UNKNOWN:
+        why = str(stopped) if stopped else (
+            f"not retried: {self.stop.reason or 'the run was cancelled'}")
+        last = failed[-1] if failed else None
+        reason = f"{last} ({why})" if last else why
+        if last is not None and retry.classify(last) is retry.Verdict.UNKNOWN:
             self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
             self.tally.unknown += 1
         else:
             self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
-                                    error_type=_cause(last), error_code=getattr(last, "code", None))
-            self.tally.failed += 1
-        self.tally.failure(task.id, reason)
-
-    def _model_stopped(self, task: Task, fingerprint: str, failed: list[RequestError],
-                       stopped: ModelStopped) -> None:
-        """The model stopped before this task's (next) attempt: failed, not terminal, so
-        a later run sends it once the gateway serves the model."""
-        reason = f"{failed[-1]} ({stopped})" if failed else str(stopped)
-        if failed and retry.classify(failed[-1]) is retry.Verdict.UNKNOWN:
-            self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
-            self.tally.unknown += 1
-        else:
-            self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
-                                    error_type="model_stopped", error_code=None)
+                                    error_type=_cause(last) if last else "model_stopped",
+                                    error_code=getattr(last, "code", None))
             self.tally.failed += 1
         self.tally.failure(task.id, reason)
 
@@ -368,7 +368,7 @@ class Scheduler:
             return outputs, write_sidecar(task, answer.formats[0], record)
 
         # Disk writes (with fsync) go to a thread so the event loop keeps sending.
-        outputs, sidecar = await anyio.to_thread.run_sync(write, limiter=self.disk)
+        outputs, sidecar = await self.disk.run(write)
         self.ledger.mark_succeeded(task.id, fingerprint, outputs, sidecar, usage=answer.usage,
                                    cost=cost, request_id=answer.request_id)
         event(logging.INFO, "task succeeded", id=task.id, attempts=attempts,

@@ -35,15 +35,14 @@ from pipeline.simulator import routes
 from pipeline.simulator.faults import (
     IMMEDIATE_FAULTS,
     FaultPlan,
-    RateLimit,
     SimulatorOptions,
     Ticket,
     error_response,
     fault_response,
     parse_latency,
     parse_rate_limit,
-    retry_headers,
 )
+from pipeline.simulator.ratelimit import SlidingWindow, refusal
 from pipeline.simulator.relay import MAX_BODY_BYTES, RelayError, check_key
 from pipeline.simulator.render import RenderCache, Rendered, open_inputs, prompt_colour, render
 from pipeline.simulator.request import Edit, GatewayError
@@ -78,7 +77,7 @@ class Gateway:
         self.plan = FaultPlan(options.faults, options.fail_first, options.fault_by_prompt,
                               options.seed)
         rate = options.rate_limit
-        self.limit = RateLimit(*parse_rate_limit(rate)) if rate else None
+        self.limit = SlidingWindow(*parse_rate_limit(rate)) if rate else None
         self.latency = parse_latency(options.latency)
         self.cache = RenderCache()
         self.files: OrderedDict[str, Rendered] = OrderedDict()
@@ -137,9 +136,8 @@ class Gateway:
                     route: str) -> web.StreamResponse:
         # middleware/auth.go: the exact token, before anything else is read.
         check_key(request.headers.get("Authorization", ""), self.options.api_key)
-        if self.limit and (wait := self.limit.acquire()):
-            raise GatewayError(429, "Rate limit reached for requests.", type="rate_limit_exceeded",
-                               code="rate_limit_exceeded", headers=retry_headers(wait))
+        if self.limit and not self.limit.admit():
+            return refusal(self.limit, retry_after=self.options.rate_limit_retry_after)
         job = await self._read(request, route)
         edit = job.edit
         rendered = self.cache.get(edit.render_key)

@@ -30,7 +30,7 @@ from pipeline.simulator.app import (
     prompt_colour,
     running_simulator,
 )
-from pipeline.simulator.faults import FAULTS, RateLimit
+from pipeline.simulator.faults import FAULTS
 from tests.conftest import readline_within
 
 KEY = "sk-test-not-a-real-key"
@@ -363,8 +363,10 @@ async def test_a_chunked_upload_is_cut_off_at_128_mb(gw: Gateway) -> None:
 # --- rate limit, latency, faults -------------------------------------------------------------
 
 
-async def test_requests_over_the_rate_limit_get_429_with_a_retry_time() -> None:
-    async with gateway(rate_limit="2/min") as gw:
+async def test_asked_to_the_rate_limit_says_when_to_retry() -> None:
+    """rate_limit_retry_after: OpenAI's JSON and headers (the relay's 429 is bare: see
+    test_ratelimit.py)."""
+    async with gateway(rate_limit="2/min", rate_limit_retry_after=True) as gw:
         started = time.monotonic()
         statuses = [(await gw.edit()).status for _ in range(2)]
         third = await gw.edit()
@@ -372,22 +374,12 @@ async def test_requests_over_the_rate_limit_get_429_with_a_retry_time() -> None:
         assert statuses == [200, 200]
         assert third.status == 429
         assert third.error["type"] == third.error["code"] == "rate_limit_exceeded"
-        # One token every 30 s, less what a loaded machine took for the first two requests.
+        # The first request leaves the window after 60 s, less what a loaded machine took
+        # for the three requests: bounded by that time, not by a guess of it.
         wait_ms = int(third.headers["retry-after-ms"])
-        assert 30_000 - waited_ms - 1 <= wait_ms <= 30_000
+        assert 60_000 - waited_ms - 1 <= wait_ms <= 60_000
         assert int(third.headers["Retry-After"]) == -(-wait_ms // 1000)
         assert gw.sim.stats.rejected_429 == 1
-
-
-def test_the_rate_limit_refills_with_time_and_forgives_only_jitter() -> None:
-    now = [0.0]
-    limit = RateLimit(2, 1.0, clock=lambda: now[0])
-    assert (limit.acquire(), limit.acquire()) == (0.0, 0.0)
-    assert limit.acquire() == pytest.approx(0.5)
-    now[0] = 0.497  # 3 ms early: forgiven
-    assert limit.acquire() == 0.0
-    now[0] = 0.6  # the debt is repaid before the next token
-    assert limit.acquire() > 0
 
 
 async def until(check: Any, what: str, timeout: float = 30.0) -> None:
