@@ -28,6 +28,7 @@ from typing import Any, Self
 from pipeline.errors import InputError
 from pipeline.ledger import lock
 from pipeline.ledger.migrations import migrate
+from pipeline.ledger.ours import Claims, Written
 from pipeline.ledger.records import Attempt, Outcome, TaskRecord, TaskState, task_record
 from pipeline.task import State, Task
 
@@ -52,7 +53,7 @@ _TASK_COLUMNS = (
 )
 
 
-class Ledger:
+class Ledger(Claims):
     """The ledger of one manifest. Synchronous; use from one thread (the event loop's)."""
 
     def __init__(self, db: sqlite3.Connection, clock: Callable[[], float]):
@@ -90,6 +91,7 @@ class Ledger:
             db.execute("PRAGMA synchronous = NORMAL")  # see the module docstring: kill -9 safe
             migrate(db, path)
             if recover:
+                _check_pages(db, path)
                 db.execute(
                     "UPDATE tasks SET state = 'unknown', reason = ?, updated_at = ?"
                     " WHERE state = 'submitted'",
@@ -97,7 +99,7 @@ class Ledger:
                 )
         except sqlite3.DatabaseError as exc:
             db.close()
-            raise InputError(f"{path}: cannot use this file as a ledger ({exc})") from exc
+            raise InputError(corrupt_message(path, exc)) from exc
         except BaseException:
             db.close()
             raise
@@ -178,6 +180,7 @@ class Ledger:
             error_code=None, model=task.model, prompt=task.prompt, run_id=run_id,
             first_input=first,
         )
+        self.claim(task, fingerprint)
         self.flush()
 
     def record_attempt(self, attempt: Attempt) -> int:
@@ -215,14 +218,21 @@ class Ledger:
         usage: Mapping[str, Any] | None,
         cost: float | None,
         request_id: str | None,
+        written: Sequence[Written] = (),
+        endpoint: str | None = None,
     ) -> None:
-        """Committed at once: the proof the user paid and has the file must survive a kill -9."""
+        """Committed at once: the proof the user paid and has the file must survive a kill -9.
+
+        `written`: each output and the sidecar as written (see ours.py); `endpoint`: the
+        "provider@host" that answered."""
         self._set_task(
             task_id, fingerprint, State.SUCCEEDED, terminal=0, reason=None, error_type=None,
             error_code=None, outputs=_json([str(p) for p in outputs]), sidecar=str(sidecar),
             usage=None if usage is None else _json(dict(usage)), cost=cost,
-            request_id=request_id,
+            request_id=request_id, written=self.written_json(written) if written else None,
+            endpoint=endpoint,
         )
+        self.claim_written(task_id, fingerprint, written)
         self._write(
             "UPDATE runs SET cost = cost + ? WHERE id = (SELECT run_id FROM tasks WHERE id = ?)",
             (cost or 0.0, task_id),
@@ -271,13 +281,20 @@ class Ledger:
         )
         return result
 
-    def known_format(self, path: Path, size: int, mtime_ns: int) -> str | None:
-        """The image format recorded when this unchanged file was last hashed."""
-        result: str | None = self._scalar(
-            "SELECT format FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
-            (str(path), size, mtime_ns),
-        )
-        return result
+    def known_input(self, path: Path, size: int, mtime_ns: int) -> tuple[str, str] | None:
+        """(format, verdict) of this unchanged file from its last full check, if any."""
+        row = self._db.execute(
+            "SELECT format, verdict FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?"
+            " AND verdict IS NOT NULL", (str(path), size, mtime_ns)).fetchone()
+        return (row[0] or "", row[1]) if row else None
+
+    def remember_input(self, path: Path, size: int, mtime_ns: int, sha256: str,
+                       format: str | None, verdict: str) -> None:
+        """The file's hash and what its full decode found: a re-run reads nothing."""
+        self._write(
+            "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256, format, verdict)"
+            " VALUES (?, ?, ?, ?, ?, ?)", (str(path), size, mtime_ns, sha256, format, verdict))
+        self._wrote()
 
     def get(self, task_id: str) -> TaskRecord | None:
         row = self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
@@ -292,15 +309,16 @@ class Ledger:
     def states(self, ids: Sequence[str] | None = None) -> dict[str, TaskState]:
         """task id → (fingerprint, state, terminal, outputs) for `ids` (all when None).
         Planning asks in chunks, so 100k tasks never sit in one dict."""
-        sql = "SELECT id, fingerprint, state, terminal, outputs FROM tasks"
+        sql = "SELECT id, fingerprint, state, terminal, outputs, written, endpoint FROM tasks"
         if ids is None:
             rows = self._db.execute(sql)
         else:
             marks = ",".join("?" * len(ids))
             rows = self._db.execute(f"{sql} WHERE id IN ({marks})", tuple(ids))
         return {
-            id_: TaskState(fp, _STATES[state], terminal == 1, _paths(outputs))
-            for id_, fp, state, terminal, outputs in rows
+            id_: TaskState(fp, _STATES[state], terminal == 1, _paths(outputs),
+                           json.loads(written) if written else None, endpoint)
+            for id_, fp, state, terminal, outputs, written, endpoint in rows
         }
 
     def counts(self) -> dict[str, int]:
@@ -333,6 +351,19 @@ class Ledger:
 
 
 _STATES = {state.value: state for state in State}  # a dict lookup: 100k rows in planning
+
+
+def corrupt_message(path: Path, exc: Exception) -> str:
+    return (f"{path}: the ledger is damaged ({exc}). Restore it from a backup, or move it"
+            " aside (with its -wal and -shm files) and run again: the sidecars beside the"
+            " results let the next run adopt finished work instead of paying for it again")
+
+
+def _check_pages(db: sqlite3.Connection, path: Path) -> None:
+    """A damaged page found now is a clear message, not a traceback mid-run."""
+    found = db.execute("PRAGMA quick_check(1)").fetchone()
+    if found and found[0] != "ok":
+        raise sqlite3.DatabaseError(found[0])
 
 
 def _paths(outputs: str) -> list[str]:

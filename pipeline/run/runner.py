@@ -9,10 +9,12 @@ then cancel. The key is handed to the client and to nothing else.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -43,6 +45,7 @@ from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
+from pipeline.run import folders, spool
 from pipeline.run.scheduler import Scheduler, Stop
 from pipeline.simulator.app import SimulatorOptions, running_simulator
 from pipeline.task import Task
@@ -101,16 +104,25 @@ def prepare(options: RunOptions) -> Job:
 
 def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
               found: Found = Found.ADOPT) -> Plan:
+    """What a run would send; raises InputError naming files in the way that are not ours."""
     plan = Plan()
-    for _ in select(walk(job.manifest.tasks(), ledger, found=found), selection, job.models,
-                    plan):
+    clashes: list[str] = []
+    walked = walk(job.manifest.tasks(), ledger, found=found, endpoint=job.provider.endpoint,
+                  clashes=clashes)
+    for _ in select(walked, selection, job.models, plan):
         pass
+    if clashes:
+        raise InputError("files in the way of this run's outputs (nothing was sent):\n  "
+                         + "\n  ".join(clashes[:20])
+                         + (f"\n  ... and {len(clashes) - 20} more" if len(clashes) > 20 else ""))
     return plan
 
 
 def _check(job: Job, ledger: Ledger) -> None:
-    """Every file, id, output and model limit; raises ManifestError with all problems."""
-    check_all(job.manifest, job.models, known=ledger.known_format)
+    """Every file, id, output and model limit; raises ManifestError with all problems.
+    From here on no glob takes a file of ours (known to this ledger) for an input."""
+    job.manifest = dataclasses.replace(job.manifest, ours=ledger.is_ours)
+    check_all(job.manifest, job.models, known=ledger)
 
 
 def run(options: RunOptions, out: Callable[[str], None]) -> int:
@@ -118,9 +130,12 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
     if options.dry_run:
         return _dry_run(job, options, out)
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
-    with lock, Ledger.open(job.ledger_path) as ledger:
+    with lock, Ledger.open(job.ledger_path) as ledger, _damaged(job.ledger_path):
+        spool.deliver(spool.folder(job.ledger_path), ledger)  # paid earlier, not yet written
         _check(job, ledger)
         plan = plan_only(job, ledger, options.selection)
+        if plan.to_send:
+            folders.check(plan.room)
         max_cost = job.settings.max_cost
         if max_cost is not None and plan.estimate > max_cost:
             raise InputError(
@@ -135,13 +150,24 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
         return anyio.run(_send, job, ledger, options, plan.to_send, out)
 
 
+@contextlib.contextmanager
+def _damaged(path: Path) -> Iterator[None]:
+    """A damaged ledger page met mid-way is a message with what to do, not a traceback."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise InputError(ledger_mod.corrupt_message(path, exc)) from exc
+
+
 def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
     """validate / --dry-run: no lock, no writes; an existing ledger is only read."""
     with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
         path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
-        with Ledger.open(path, recover=False) as ledger:
+        with Ledger.open(path, recover=False) as ledger, _damaged(path):
             _check(job, ledger)
             plan = plan_only(job, ledger, options.selection, found=Found.COUNT)
+            if plan.to_send:
+                folders.check(plan.room, clean=False)
     out(describe_plan(job, plan))
     return EXIT_OK
 
@@ -182,9 +208,12 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             gateway = Gateway(session, provider, settings.timeout)
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
-                                  key_salt=f":run{run_id}" if options.selection.force else "")
+                                  key_salt=f":run{run_id}" if options.selection.force else "",
+                                  endpoint=job.provider.endpoint,
+                                  spool=spool.folder(job.ledger_path))
             # The plan has adopted whatever finished work was on disk: no need to look again.
-            walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
+            walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP,
+                          endpoint=job.provider.endpoint)
             walked = _note_resent(walked, options.selection, scheduler.unknown_resent)
             work = select(walked, options.selection, job.models, plan)
             async with anyio.create_task_group() as group:

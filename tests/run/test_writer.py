@@ -77,14 +77,14 @@ def test_sidecar_round_trip(tmp_path: Path) -> None:
     path = write_sidecar(task, "png", {"task_id": "shirt", "fingerprint": "abc"})
     assert path == tmp_path / "shirt.edited.json"
     assert json.loads(path.read_text())["fingerprint"] == "abc"
-    assert read_sidecar(task) == {"task_id": "shirt", "fingerprint": "abc"}
+    assert read_sidecar(task) == {"task_id": "shirt", "fingerprint": "abc", "manifest": "m.yaml"}
 
 
 def test_sidecar_found_when_the_format_names_a_folder(tmp_path: Path) -> None:
     task = make_task(tmp_path, output="{dir}/{ext}/{stem}.{ext}")
     path = write_sidecar(task, "webp", {"task_id": "shirt"})
     assert path == tmp_path / "webp/shirt.json"
-    assert read_sidecar(task) == {"task_id": "shirt"}
+    assert read_sidecar(task) == {"task_id": "shirt", "manifest": "m.yaml"}
 
 
 WRITER_LOOP = """
