@@ -120,7 +120,7 @@ def test_a_ledger_from_a_newer_imgedit_is_refused(path: Path) -> None:
 
 def test_a_file_that_is_no_database_is_refused(path: Path) -> None:
     path.write_bytes(b"this is a manifest, not a ledger\n" * 100)
-    with pytest.raises(InputError, match="damaged.*move it aside"):
+    with pytest.raises(InputError, match=r"damaged.*move it aside"):
         Ledger.open(path)
 
 
