@@ -134,8 +134,7 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
         spool.deliver(spool.folder(job.ledger_path), ledger)  # paid earlier, not yet written
         _check(job, ledger)
         plan = plan_only(job, ledger, options.selection)
-        if plan.to_send:
-            folders.check(plan.room)
+        folders.check(plan.room)
         max_cost = job.settings.max_cost
         if max_cost is not None and plan.estimate > max_cost:
             raise InputError(
