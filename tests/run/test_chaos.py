@@ -57,8 +57,8 @@ def test_random_kills_over_a_glob_with_outputs_beside_inputs(
             time.sleep(rng.uniform(0.0, 0.8))
         else:  # once it sends: answers being written, sidecars, ledger commits
             target = sim.stats().requests + rng.randint(1, 4)
-            wait_until(lambda: sim.stats().requests >= target or proc.poll() is not None,
-                       "the run to send")
+            wait_until(lambda p=proc, t=target: sim.stats().requests >= t
+                       or p.poll() is not None, "the run to send")
             time.sleep(rng.uniform(0.0, 0.15))
         if proc.poll() is None:
             proc.kill()
