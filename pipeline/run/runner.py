@@ -156,6 +156,11 @@ def _damaged(path: Path) -> Iterator[None]:
         yield
     except sqlite3.DatabaseError as exc:
         raise InputError(ledger_mod.corrupt_message(path, exc)) from exc
+    except BaseExceptionGroup as group:  # met by a worker, inside the task group
+        found = group.subgroup(sqlite3.DatabaseError)
+        if found is None:
+            raise
+        raise InputError(ledger_mod.corrupt_message(path, found.exceptions[0])) from group
 
 
 def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
