@@ -90,6 +90,7 @@ def m003_outputs_are_ours(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN endpoint TEXT")
     # Each input fully decoded once per content: 'ok' or what is wrong with it.
     db.execute("ALTER TABLE file_hashes ADD COLUMN verdict TEXT")
+    db.execute("CREATE INDEX file_hashes_by_sha256 ON file_hashes (sha256)")
     # Outputs of finished work are ours from the start.
     rows = db.execute("SELECT id, fingerprint, outputs FROM tasks WHERE outputs != '[]'")
     for task_id, fp, outputs in rows.fetchall():

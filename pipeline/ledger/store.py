@@ -27,6 +27,7 @@ from typing import Any, Self
 
 from pipeline.errors import InputError
 from pipeline.ledger import lock
+from pipeline.ledger.hashes import FileHashes
 from pipeline.ledger.migrations import migrate
 from pipeline.ledger.ours import Claims, Written
 from pipeline.ledger.records import Attempt, Outcome, TaskRecord, TaskState, task_record
@@ -53,7 +54,7 @@ _TASK_COLUMNS = (
 )
 
 
-class Ledger(Claims):
+class Ledger(Claims, FileHashes):
     """The ledger of one manifest. Synchronous; use from one thread (the event loop's)."""
 
     def __init__(self, db: sqlite3.Connection, clock: Callable[[], float]):
@@ -259,42 +260,11 @@ class Ledger(Claims):
         self._set_task(task_id, fingerprint, State.UNKNOWN, terminal=0, reason=reason)
         self._wrote()
 
-    def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str,
-                      format: str | None = None) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256, format)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (str(path), size, mtime_ns, sha256, format),
-        )
-        self._wrote()
-
     # -- reading: sees this connection's own pending writes --
 
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         row = self._db.execute(sql, params).fetchone()
         return row[0] if row else None
-
-    def file_hash(self, path: Path, size: int, mtime_ns: int) -> str | None:
-        result: str | None = self._scalar(
-            "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
-            (str(path), size, mtime_ns),
-        )
-        return result
-
-    def known_input(self, path: Path, size: int, mtime_ns: int) -> tuple[str, str] | None:
-        """(format, verdict) of this unchanged file from its last full check, if any."""
-        row = self._db.execute(
-            "SELECT format, verdict FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?"
-            " AND verdict IS NOT NULL", (str(path), size, mtime_ns)).fetchone()
-        return (row[0] or "", row[1]) if row else None
-
-    def remember_input(self, path: Path, size: int, mtime_ns: int, sha256: str,
-                       format: str | None, verdict: str) -> None:
-        """The file's hash and what its full decode found: a re-run reads nothing."""
-        self._write(
-            "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256, format, verdict)"
-            " VALUES (?, ?, ?, ?, ?, ?)", (str(path), size, mtime_ns, sha256, format, verdict))
-        self._wrote()
 
     def get(self, task_id: str) -> TaskRecord | None:
         row = self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))

@@ -2,8 +2,8 @@
 image the API takes, under Pillow's decompression-bomb limit.
 
 Owns the one full read of each input: its bytes are hashed and fully decoded
-once, and the verdict is kept in the ledger beside the hash (through an
-InputCache), so a re-run over an unchanged catalog opens nothing.
+once per content, and the verdict is kept in the ledger beside the hash (through
+an InputCache), so a re-run over an unchanged catalog opens nothing.
 
 It never opens anything but a regular file (a FIFO would hang the run while it
 holds the lock), never keeps an image in memory past its check, and never writes.
@@ -42,6 +42,8 @@ class InputCache(Protocol):
 
     def known_input(self, path: Path, size: int, mtime_ns: int) -> tuple[str, str] | None: ...
 
+    def known_content(self, sha256: str) -> tuple[str, str] | None: ...
+
     def remember_input(self, path: Path, size: int, mtime_ns: int, sha256: str,
                        format: str | None, verdict: str) -> None: ...
 
@@ -58,17 +60,23 @@ def check_input(path: Path, cache: InputCache | None) -> FileFacts | str:
     if found.st_size == 0:
         return f"{path} is empty (0 bytes)"
     known = cache.known_input(path, found.st_size, found.st_mtime_ns) if cache else None
-    if known is not None:
-        fmt, verdict = known
-        return FileFacts(found.st_size, fmt or None) if verdict == OK else verdict
+    fmt, verdict = known if known is not None else _check(path, found, cache)
+    problem = _misnamed(path, fmt) if verdict == OK else verdict
+    return f"{path} {problem}" if problem else FileFacts(found.st_size, fmt or None)
+
+
+def _check(path: Path, found: os.stat_result, cache: InputCache | None) -> tuple[str, str]:
+    """Read the file once: its hash, its format, and what decoding it found (taken from
+    another file with the same bytes when the ledger knows one)."""
     data = _read(path)
-    sniffed = sniff_format(data[:16])
-    verdict = _verdict(path, data, sniffed)
+    sha256 = hashlib.sha256(data).hexdigest()
+    fmt = sniff_format(data[:16]) or ""
+    same = cache.known_content(sha256) if cache is not None else None
+    verdict = same[1] if same is not None else _decoded(data, fmt)
     after = os.stat(path)
     if cache is not None and (after.st_size, after.st_mtime_ns) == (len(data), found.st_mtime_ns):
-        cache.remember_input(path, len(data), found.st_mtime_ns,
-                             hashlib.sha256(data).hexdigest(), sniffed, verdict)
-    return FileFacts(len(data), sniffed) if verdict == OK else verdict
+        cache.remember_input(path, len(data), found.st_mtime_ns, sha256, fmt or None, verdict)
+    return fmt, verdict
 
 
 def _read(path: Path) -> bytes:
@@ -80,17 +88,22 @@ def _read(path: Path) -> bytes:
         return file.read(DECODE_MAX_BYTES + 1)
 
 
-def _verdict(path: Path, data: bytes, fmt: str | None) -> str:
-    if fmt is None:
-        return f"{path} is not a PNG, JPEG or WebP image"
+def _misnamed(path: Path, fmt: str) -> str | None:
     named = _SUFFIXES.get(path.suffix.lower())
-    if named is not None and named != fmt:
-        return (f"{path} is a {fmt.upper()} named {path.suffix}: the gateway takes the type from"
-                f" the name, so rename it to .{'jpg' if fmt == 'jpeg' else fmt}")
+    if named is None or named == fmt:
+        return None
+    return (f"is a {fmt.upper()} named {path.suffix}: the gateway takes the type from the"
+            f" name, so rename it to .{'jpg' if fmt == 'jpeg' else fmt}")
+
+
+def _decoded(data: bytes, fmt: str) -> str:
+    """OK, or what is wrong with these bytes (no path: the same bytes, the same verdict)."""
+    if not fmt:
+        return "is not a PNG, JPEG or WebP image"
     if len(data) > DECODE_MAX_BYTES:
         return OK  # too large for any model: the model check says so
     if fmt == "png" and len(data) > 24 and data[24] == 16:  # IHDR bit depth
-        return f"{path} {_NOT_TAKEN['I;16']}"
+        return _NOT_TAKEN["I;16"]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -98,12 +111,12 @@ def _verdict(path: Path, data: bytes, fmt: str | None) -> str:
                 mode = image.mode
                 image.load()
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        return (f"{path} has more pixels than imgedit decodes ({exc}; Pillow's decompression-"
-                "bomb limit): downscale it, e.g. `magick in.jpg -resize 4096x4096 out.jpg`")
+        return (f"has more pixels than imgedit decodes ({exc}; Pillow's decompression-bomb"
+                " limit): downscale it, e.g. `magick in.jpg -resize 4096x4096 out.jpg`")
     except (OSError, SyntaxError, ValueError) as exc:
-        return f"{path} is damaged or cut short ({exc}): export or copy it again"
+        return f"is damaged or cut short ({exc}): export or copy it again"
     problem = _NOT_TAKEN["I;16"] if mode.startswith("I;16") else _NOT_TAKEN.get(mode)
-    return f"{path} {problem}" if problem else OK
+    return problem or OK
 
 
 def _kind(mode: int) -> str:
