@@ -65,11 +65,3 @@ def result_of(task: Task, fingerprint: str, images: list[bytes], formats: list[s
 def write_result(result: Result) -> list[Written]:
     """Write every file in order (the sidecar last); what was written, for the ledger."""
     return [written(path, data, write_atomic(path, data)) for path, data in result.files]
-
-
-def write_outputs(task: Task, images: list[bytes], formats: list[str]) -> list[Path]:
-    """Each image at the task's output template; returns the paths in order."""
-    paths = output_paths(task, formats)
-    for path, data in zip(paths, images, strict=True):
-        write_atomic(path, data)
-    return paths
