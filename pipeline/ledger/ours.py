@@ -91,12 +91,14 @@ class Claims:
         for stem, suffixes in output_slots(task).items():
             self._claim(stem, task.id, fingerprint, suffixes)
 
-    def _claim(self, stem: str, task_id: str, fingerprint: str, suffixes: Iterable[str]) -> None:
+    def _claim(self, stem: str, task_id: str, fingerprint: str, kinds: Iterable[str]) -> None:
+        suffixes = sorted(kinds)
         if (known := self.__dict__.get("_stems")) is not None:
             known.add(_key(stem))
+            self.__dict__["_suffixes"].update(suffixes)
         self._write("INSERT OR REPLACE INTO claims (stem, task_id, fingerprint, suffixes)"
                     " VALUES (?, ?, ?, ?)",
-                    (stem, task_id, fingerprint, " ".join(sorted(suffixes))))
+                    (stem, task_id, fingerprint, " ".join(suffixes)))
 
     def claim_written(self, task_id: str, fingerprint: str, files: Iterable[Written]) -> None:
         for path, *_ in files:
@@ -121,13 +123,22 @@ class Claims:
         for each, and a set answers in a fraction of a query's time (a few MB at 100k)."""
         known: set[int] | None = self.__dict__.get("_stems")
         if known is None:
-            known = {_key(stem) for (stem,) in self._db.execute("SELECT stem FROM claims")}
-            self.__dict__["_stems"] = known
+            known = set()
+            suffixes = {SIDECAR_SUFFIX}
+            for stem, kinds in self._db.execute("SELECT stem, suffixes FROM claims"):
+                known.add(_key(stem))
+                suffixes.update(kinds.split())
+            self.__dict__["_stems"], self.__dict__["_suffixes"] = known, suffixes
         return known
 
     def is_ours(self, path: Path) -> bool:
         """A file imgedit wrote or was about to write: never an input."""
-        return is_temp_name(path.name) or self.claimed_by(path) is not None
+        if is_temp_name(path.name):
+            return True
+        self._claimed_stems()
+        if path.suffix.lower() not in self.__dict__["_suffixes"]:
+            return False  # `shirt.jpg` when we write .png: no lookup at all
+        return self.claimed_by(path) is not None
 
     @staticmethod
     def written_json(files: Iterable[Written]) -> str:

@@ -74,8 +74,7 @@ class Plan:
     # Failed or unknown tasks the flags leave unsent (not those --only leaves out): the
     # run must not exit 0 while they lack outputs.
     held: int = 0
-    # Output folder -> rough bytes this run will write there (checked before sending; 0
-    # for a folder of finished work).
+    # Output folder -> rough bytes this run will write there (checked before sending).
     room: Counter[str] = field(default_factory=Counter)
 
 
@@ -224,8 +223,6 @@ def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
     """The (task, fingerprint) pairs to send, counting everything into `plan`."""
     for task, fp, category in walked:
         plan.categories[category.value] += 1
-        folder = os.path.dirname(task.output_path(0, "png"))
-        plan.room[folder] += 0  # every folder of ours, for the clean-up of dead runs' temps
         if not selection.wants(task, category):
             if category in (Category.FAILED, Category.UNKNOWN) and (
                     not selection.only or task.id in selection.only):
@@ -235,5 +232,7 @@ def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
             continue
         plan.to_send += 1
         plan.estimate += models.estimate(task)
-        plan.room[folder] += output_bytes(task)
+        # A dead run's temp file belongs to a task it had not finished: that task is sent
+        # again, so its folder is among these, and cleaned before the first request.
+        plan.room[os.path.dirname(task.output_path(0, "png"))] += output_bytes(task)
         yield task, fp

@@ -92,7 +92,6 @@ class Ledger(Claims, FileHashes):
             db.execute("PRAGMA synchronous = NORMAL")  # see the module docstring: kill -9 safe
             migrate(db, path)
             if recover:
-                _check_pages(db, path)
                 db.execute(
                     "UPDATE tasks SET state = 'unknown', reason = ?, updated_at = ?"
                     " WHERE state = 'submitted'",
@@ -327,13 +326,6 @@ def corrupt_message(path: Path, exc: Exception) -> str:
     return (f"{path}: the ledger is damaged ({exc}). Restore it from a backup, or move it"
             " aside (with its -wal and -shm files) and run again: the sidecars beside the"
             " results let the next run adopt finished work instead of paying for it again")
-
-
-def _check_pages(db: sqlite3.Connection, path: Path) -> None:
-    """A damaged page found now is a clear message, not a traceback mid-run."""
-    found = db.execute("PRAGMA quick_check(1)").fetchone()
-    if found and found[0] != "ok":
-        raise sqlite3.DatabaseError(found[0])
 
 
 def _paths(outputs: str) -> list[str]:

@@ -28,8 +28,6 @@ def check(room: Mapping[str, int], *, clean: bool = True) -> None:
         folder = Path(name)
         if clean:
             remove_stray_temps(folder)
-        if needed == 0:
-            continue
         existing = _nearest_existing(folder)
         problem = _unwritable(existing) or _no_room(existing, needed)
         if problem:

@@ -170,8 +170,7 @@ def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
         with Ledger.open(path, recover=False) as ledger, _damaged(path):
             _check(job, ledger)
             plan = plan_only(job, ledger, options.selection, found=Found.COUNT)
-            if plan.to_send:
-                folders.check(plan.room, clean=False)
+            folders.check(plan.room, clean=False)
     out(describe_plan(job, plan))
     return EXIT_OK
 

@@ -166,9 +166,9 @@ def test_a_damaged_ledger_says_what_to_do(tmp_path: Path, cli: Cli,
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     pages = ledger.stat().st_size // 4096
     assert pages > 3
-    with open(ledger, "r+b") as file:  # a torn page in the middle of the file
-        file.seek(4096 * (pages - 2))
-        file.write(b"\xa5" * 4096)
+    with open(ledger, "r+b") as file:  # every page but the schema's, torn
+        file.seek(4096)
+        file.write(b"\xa5" * 4096 * (pages - 1))
     done = cli(*run)
     assert done.returncode == 2, done.stderr
     assert "the ledger is damaged" in done.stderr and "move it aside" in done.stderr
