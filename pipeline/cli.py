@@ -3,6 +3,14 @@
 Exit codes (the contract): 0 all done, 1 some tasks failed, 2 bad manifest,
 config or usage (nothing sent), 3 aborted (bad key, no quota, no such model),
 75 another run holds the lock, 130/143 interrupted.
+
+Start-up is part of the interface (`imgedit --help` in well under 0.25 s): this
+module imports only click and the error classes at the top. Adding a command:
+declare it here with `@main.command()` and its click options (cheap), and import
+the module that does the work inside the command's function, as every command
+below does — never at the top of this file, or every command (and `--help`) pays
+for that module's imports (aiohttp, Pillow, rich, the simulator...).
+`tests/test_cli_startup.py` fails when a heavy module is imported by `--help`.
 """
 
 from __future__ import annotations
@@ -16,9 +24,6 @@ from typing import Any
 import click
 
 from pipeline.errors import ImgeditError, InputError
-from pipeline.ledger.plan import Selection
-from pipeline.run import runner
-from pipeline.views import logs
 
 MANIFEST = click.Path(exists=False, dir_okay=False, path_type=Path)
 
@@ -58,6 +63,11 @@ def main() -> None:
 @click.option("--retry-failed", is_flag=True, help="Also re-attempt terminal failures.")
 @click.option("--only-failed", is_flag=True,
               help="Only tasks whose last outcome was a failure (or unknown).")
+@click.option("--redo-rejected", is_flag=True,
+              help="Only tasks whose result a reviewer rejected (`imgedit review`); the "
+                   "rejected files are kept beside as NAME.rejected-N.EXT.")
+@click.option("--prompt-suffix", metavar="TEXT",
+              help="With --redo-rejected: words added to the prompt for that send.")
 @click.option("--force", is_flag=True, help="Send even tasks that are done.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
@@ -75,7 +85,8 @@ def main() -> None:
               show_default=True, help="json: one object per line, for log collectors.")
 def run(manifest: Path, config: str | None, provider: str | None, base_url: str | None,
         ledger: Path | None, limit: int | None, only: tuple[str, ...], retry_failed: bool,
-        only_failed: bool, force: bool, dry_run: bool, as_json: bool,
+        only_failed: bool, redo_rejected: bool, prompt_suffix: str | None, force: bool,
+        dry_run: bool, as_json: bool,
         no_retry_unknown: bool, quiet: bool, verbose: int, log_file: Path | None,
         log_format: str, **flags: Any) -> None:
     """Run every task of MANIFEST that has not yet succeeded for its current inputs.
@@ -83,15 +94,23 @@ def run(manifest: Path, config: str | None, provider: str | None, base_url: str 
     Exit codes: 0 all done, 1 some failed, 2 bad input (nothing sent), 3 aborted
     (bad key, no quota), 75 another run holds the lock, 130/143 interrupted.
     """
+    if prompt_suffix is not None and not redo_rejected:
+        raise click.UsageError("--prompt-suffix goes with --redo-rejected")
+    from pipeline.ledger.plan import Selection
+    from pipeline.run import runner
+    from pipeline.views import logs
+
     logs.configure(verbose=verbose, log_file=log_file, fmt=log_format, secrets=_secrets())
     selection = Selection(only=frozenset(only), only_failed=only_failed,
                           retry_failed=retry_failed or only_failed, force=force,
-                          retry_unknown=not no_retry_unknown, limit=limit)
+                          retry_unknown=not no_retry_unknown, limit=limit,
+                          redo_rejected=redo_rejected)
     if no_retry_unknown:
         flags["retry_unknown"] = False
     options = runner.RunOptions(manifest=manifest, config=config, provider=provider,
                                 base_url=base_url, ledger=ledger, flags=flags,
-                                selection=selection, dry_run=dry_run, json=as_json, quiet=quiet)
+                                selection=selection, dry_run=dry_run, json=as_json, quiet=quiet,
+                                prompt_suffix=prompt_suffix)
     sys.exit(_guard(lambda: runner.run(options, click.echo)))
 
 
@@ -101,6 +120,8 @@ def run(manifest: Path, config: str | None, provider: str | None, base_url: str 
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
 def validate(manifest: Path, config: str | None, ledger: Path | None) -> None:
     """Check MANIFEST (schema, files, model limits) and print the plan and its cost."""
+    from pipeline.run import runner
+
     options = runner.RunOptions(manifest=manifest, config=config, ledger=ledger, dry_run=True)
     sys.exit(_guard(lambda: runner.run(options, click.echo)))
 
@@ -127,12 +148,15 @@ def status(manifest: Path, ledger: Path | None, as_json: bool) -> None:
 @click.option("--fault", "faults", multiple=True, metavar="NAME=RATE",
               help="Inject a fault at a rate, e.g. 502=0.1, drop=0.05, 429=0.2 (repeatable).")
 @click.option("--latency", metavar="SPEC", help="Seconds, or uniform:A,B or normal:MEAN,SD.")
-@click.option("--rate-limit", metavar="R", help="Answer 429 above this rate, like 30/min.")
+@click.option("--rate-limit", metavar="R",
+              help="Answer 429 above this rate, like 30/min: a sliding window, as the relay.")
+@click.option("--rate-limit-retry-after", is_flag=True,
+              help="Those 429s say when to retry (the relay's are bare: no body, no header).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Repeat a scenario exactly.")
 @click.option("--response", type=click.Choice(["auto", "b64", "url", "data-url"]),
               default="auto", show_default=True, help="How images come back.")
 def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit: str | None,
-             seed: int, response: str) -> None:
+             rate_limit_retry_after: bool, seed: int, response: str) -> None:
     """Serve the local gateway simulator: free rehearsals of a manifest."""
     from pipeline.simulator.app import SimulatorOptions, serve
 
@@ -143,7 +167,8 @@ def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit
             parsed[name] = float(rate)
         except ValueError:
             raise click.BadParameter(f"{item!r} is not NAME=RATE", param_hint="--fault") from None
-    options: dict[str, Any] = {"port": port, "faults": parsed, "seed": seed, "response": response}
+    options: dict[str, Any] = {"port": port, "faults": parsed, "seed": seed, "response": response,
+                               "rate_limit_retry_after": rate_limit_retry_after}
     if latency:
         options["latency"] = latency
     if rate_limit:
@@ -207,3 +232,26 @@ def report(manifest: Path, output: Path | None, ledger: Path | None) -> None:
         return 0
 
     sys.exit(_guard(write))
+
+
+@main.command()
+@click.argument("manifest", type=MANIFEST)
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1; 0 picks a free one.")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path),
+              help="Ledger file (default: <manifest>.ledger.sqlite beside the manifest).")
+@click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
+def review(manifest: Path, port: int, ledger: Path | None, no_browser: bool) -> None:
+    """Serve a page (127.0.0.1 only) to approve or reject each result by keyboard.
+
+    Keys: ←/→ or j/k move, a approve, r reject with a note, u undo. Decisions are
+    saved at once; `imgedit run MANIFEST --redo-rejected` sends the rejected again.
+    """
+    from pipeline.views import review as review_mod
+
+    def serve() -> int:
+        session = review_mod.open_review(manifest, ledger)
+        return review_mod.serve(session, port, browser=not no_browser,
+                                out=lambda line: click.echo(line))
+
+    sys.exit(_guard(serve))

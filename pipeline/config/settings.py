@@ -103,9 +103,10 @@ class Provider:
 
     @property
     def endpoint(self) -> str:
-        """"name@host" of the gateway that answers, "simulator" for the in-process one: a
-        result is done only for the endpoint that produced it (a rehearsal is a rehearsal)."""
-        if self.base_url is None:
+        """"name@host" of the gateway that answers; "simulator" for the simulator, in this
+        process or served on a port: a result is done only for the endpoint that produced
+        it (a rehearsal is a rehearsal)."""
+        if self.base_url is None or self.name == "simulator":
             return self.name
         host = urlsplit(self.base_url).hostname or self.base_url
         return f"{self.name}@{host.lower()}"

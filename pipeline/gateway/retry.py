@@ -51,7 +51,10 @@ RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
 def classify(exc: RequestError) -> Verdict:
     if isinstance(exc, OutcomeUnknown):
         return Verdict.UNKNOWN
-    if isinstance(exc, ConnectError | BadResponse):
+    if isinstance(exc, BadResponse):
+        # A paid answer we cannot use: one more try, not the whole budget of them.
+        return Verdict.TERMINAL if exc.repeated else Verdict.RETRY
+    if isinstance(exc, ConnectError):
         return Verdict.RETRY
     if not isinstance(exc, StatusError):
         return Verdict.RETRY
@@ -63,6 +66,13 @@ def classify(exc: RequestError) -> Verdict:
     if exc.status in RETRY_STATUSES or exc.status >= 500:
         return Verdict.RETRY
     return Verdict.TERMINAL  # 400 (incl. moderation_blocked), 404, 413, 422, ...
+
+
+def may_be_billed(exc: RequestError) -> bool:
+    """The gateway may have charged for this attempt: it answered 200 (usable or not), or
+    the upload went and no answer came."""
+    return isinstance(exc, OutcomeUnknown) or (isinstance(exc, BadResponse)
+                                               and exc.status == 200)
 
 
 def is_overload(exc: BaseException) -> bool:
@@ -114,7 +124,8 @@ def should_retry(exc: BaseException, *, retry_unknown: bool = True) -> bool:
 
 
 class _Wait:
-    """The server's wait when it sent one, else capped exponential backoff with jitter."""
+    """The server's wait when it sent one, else capped exponential backoff with jitter;
+    none after a bare 429, which the throttle answers by pacing (limits.Throttle)."""
 
     def __init__(self, initial: float, cap: float, scale: float):
         self.backoff = wait_exponential_jitter(initial=initial, max=cap, jitter=initial)
@@ -123,6 +134,8 @@ class _Wait:
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         server = exc.retry_after if isinstance(exc, StatusError) else None
+        if server is None and isinstance(exc, StatusError) and exc.status == 429:
+            return 0.0  # a bare 429: the throttle slows the pace and spaces the retry
         seconds = server if server is not None else self.backoff(state)
         return seconds * self.scale
 

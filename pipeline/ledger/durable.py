@@ -33,8 +33,12 @@ def is_temp_name(name: str) -> bool:
     return _TEMP.match(name) is not None
 
 
-def write_atomic(path: Path, data: bytes) -> os.stat_result:
-    """Write `data` at `path` atomically; returns the file's stat (size, mtime)."""
+def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> os.stat_result:
+    """`path` holds the old bytes or `data`, never a mix; returns the file's stat (size,
+    mtime). sync=False skips the fsync: still whole after a kill -9 (the page cache
+    survives it), but after a power cut the new name may show an empty or cut file: only
+    for files whose loss costs a re-send and which are checked when read (the sidecar),
+    never for a user's image."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{os.getpid()}-",
                                 suffix=".part")
@@ -43,7 +47,8 @@ def write_atomic(path: Path, data: bytes) -> os.stat_result:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
             stat = os.fstat(fh.fileno())
         os.replace(temp, path)
     except BaseException:

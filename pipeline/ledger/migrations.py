@@ -72,7 +72,23 @@ def m002_file_format(db: sqlite3.Connection) -> None:
 
 
 @migration
-def m003_outputs_are_ours(db: sqlite3.Connection) -> None:
+def m003_reviews(db: sqlite3.Connection) -> None:
+    # A reviewer's decisions, one row each: the latest about a task's current result counts
+    # (reviews.py). `result_at` is the task's `updated_at` when it was reviewed: a new
+    # result (a redo, a changed prompt) has no decision until someone looks at it.
+    db.execute(
+        """CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        result_at TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+        note TEXT, decided_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX reviews_by_task ON reviews (task_id, id)")
+
+
+@migration
+def m004_outputs_are_ours(db: sqlite3.Connection) -> None:
     # `claims`: every output stem (path without its image extension) a task was about to
     # write, recorded before its request went out, so a glob never takes our own file for
     # an input, also after a crash between the image and its sidecar.

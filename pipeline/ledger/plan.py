@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.config.models import Models
 from pipeline.ledger.fingerprint import fingerprint
 from pipeline.ledger.ours import output_slots, still_written, written
+from pipeline.ledger.reviews import Reviews
 from pipeline.ledger.sidecar import owner, read_sidecar, sidecar_paths
 from pipeline.ledger.store import Ledger, TaskState
 from pipeline.task import State, Task
@@ -34,6 +35,7 @@ class Category(enum.StrEnum):
     RETRY = "retry"  # failed with a retryable error, or interrupted: runs again
     FAILED = "failed"  # failed terminally: runs again only with --retry-failed
     UNKNOWN = "unknown"  # no answer came; may have been billed
+    REJECTED = "rejected"  # done, but a reviewer rejected it: runs again with --redo-rejected
 
 
 @dataclass(frozen=True)
@@ -46,16 +48,19 @@ class Selection:
     force: bool = False
     retry_unknown: bool = True
     limit: int | None = None
+    redo_rejected: bool = False
 
     def wants(self, task: Task, category: Category) -> bool:
         if self.only and task.id not in self.only:
             return False
+        if self.redo_rejected:  # just the rejected results, as --only-failed is just failures
+            return category is Category.REJECTED
         failed = category in (Category.FAILED, Category.RETRY, Category.UNKNOWN)
         if self.only_failed:
             return failed and (category is not Category.UNKNOWN or self.retry_unknown)
         if self.force:
             return True
-        if category is Category.DONE:
+        if category in (Category.DONE, Category.REJECTED):
             return False
         if category is Category.FAILED:
             return self.retry_failed
@@ -124,13 +129,17 @@ def walk(tasks: Iterable[Task], ledger: Ledger, *, found: Found = Found.ADOPT,
     """Each task with its fingerprint and category, for the gateway at `endpoint`
     ("provider@host"; None: any). Files in the way of a task to send that are not
     ours go to `clashes`, when given, one message each."""
+    rejected = Reviews(ledger).rejected()  # a few ids: people review, not machines
     for chunk in _chunks(tasks, CHUNK):
         states = ledger.states([task.id for task in chunk])
         for task in chunk:
-            walked = _categorised(task, states.get(task.id), ledger, found, endpoint)
-            if clashes is not None and walked[2] is not Category.DONE:
+            task, fp, category = _categorised(task, states.get(task.id), ledger, found,
+                                              endpoint)
+            if category is Category.DONE and task.id in rejected:
+                category = Category.REJECTED
+            if clashes is not None and category is not Category.DONE:
                 clashes += _clashes(task, ledger)
-            yield walked
+            yield task, fp, category
 
 
 CHUNK = 500  # tasks looked up in the ledger at once: one query, a small dict

@@ -21,7 +21,10 @@ def write_sidecar(task: Task, first_ext: str, record: Mapping[str, Any]) -> Path
     which manifest asked (its file name: a copied catalog keeps it, a second manifest
     writing into the same folder does not share it)."""
     path = task.sidecar_path(first_ext)
-    write_atomic(path, sidecar_body(task, record))
+    # One fsync per task, the image's: a sidecar is only read to adopt work a lost ledger
+    # forgot, and one that a power cut left empty or cut is unreadable JSON, so never
+    # adopted: it costs a re-send, like the ledger's own last commits (synchronous=NORMAL).
+    write_atomic(path, sidecar_body(task, record), sync=False)
     return path
 
 

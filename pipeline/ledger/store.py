@@ -7,7 +7,10 @@ user_version`) is `migrations.py`'s, applied by `Ledger.open`.
 
 It must never store an API key, never block the event loop for long (calls are
 synchronous and take microseconds: writes are batched and nothing is fsynced
-per call), and never lose a recorded success (`mark_succeeded` commits at once).
+per call), and never lose a success: `mark_succeeded` joins the batch (committed
+with the next `submitted` row, or within FLUSH_EVERY_SECONDS), and a kill -9
+before that commit leaves the task `submitted`, then `unknown`, whose outputs
+and sidecar, written before the call, make the next run's plan adopt it.
 
 Durability: WAL with `synchronous=NORMAL`. A commit appends its frames to the
 WAL with write(); they sit in the OS page cache, so a kill -9 of this process
@@ -18,6 +21,7 @@ commits, and that costs a re-sent request, never a corrupt ledger.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from pipeline.config.redact import clean, clean_or_none
 from pipeline.errors import InputError
 from pipeline.ledger import lock
 from pipeline.ledger.hashes import FileHashes
@@ -202,7 +207,7 @@ class Ledger(Claims, FileHashes):
             (
                 attempt.task_id, attempt.run_id, number, _timestamp(attempt.started_at),
                 attempt.latency_s, attempt.status, attempt.error_type, attempt.error_code,
-                attempt.message, attempt.request_id, outcome.value,
+                clean_or_none(attempt.message), attempt.request_id, outcome.value,
             ),
         )
         self._wrote()
@@ -221,7 +226,8 @@ class Ledger(Claims, FileHashes):
         written: Sequence[Written] = (),
         endpoint: str | None = None,
     ) -> None:
-        """Committed at once: the proof the user paid and has the file must survive a kill -9.
+        """Batched (see the module docstring): the outputs and the sidecar are on disk
+        already, and they are the proof a kill -9 cannot take away.
 
         `written`: each output and the sidecar as written (see ours.py); `endpoint`: the
         "provider@host" that answered."""
@@ -235,9 +241,14 @@ class Ledger(Claims, FileHashes):
         self.claim_written(task_id, fingerprint, written)
         self._write(
             "UPDATE runs SET cost = cost + ? WHERE id = (SELECT run_id FROM tasks WHERE id = ?)",
-            (cost or 0.0, task_id),
+            (_usd(cost), task_id),
         )
-        self.flush()
+        self._wrote()
+
+    def add_spend(self, run_id: int, cost: float) -> None:
+        """A paid answer we could not use: it costs the user all the same."""
+        self._write("UPDATE runs SET cost = cost + ? WHERE id = ?", (_usd(cost), run_id))
+        self._wrote()
 
     def mark_failed(
         self,
@@ -250,14 +261,20 @@ class Ledger(Claims, FileHashes):
         error_code: str | None,
     ) -> None:
         self._set_task(
-            task_id, fingerprint, State.FAILED, terminal=int(terminal), reason=reason,
+            task_id, fingerprint, State.FAILED, terminal=int(terminal), reason=clean(reason),
             error_type=error_type, error_code=error_code,
         )
         self._wrote()
 
     def mark_unknown(self, task_id: str, fingerprint: str, *, reason: str) -> None:
-        self._set_task(task_id, fingerprint, State.UNKNOWN, terminal=0, reason=reason)
+        self._set_task(task_id, fingerprint, State.UNKNOWN, terminal=0, reason=clean(reason))
         self._wrote()
+
+    def connection(self) -> sqlite3.Connection:
+        """The open connection, pending writes committed: for the ledger's own modules
+        that keep their SQL beside their concept (reviews.py)."""
+        self.flush()
+        return self._db
 
     # -- reading: sees this connection's own pending writes --
 
@@ -306,7 +323,8 @@ class Ledger(Claims, FileHashes):
         return [
             Attempt(
                 task_id=r[0], run_id=r[1], number=r[2], started_at=datetime.fromisoformat(r[3]),
-                latency_s=r[4], status=r[5], error_type=r[6], error_code=r[7], message=r[8],
+                latency_s=r[4], status=r[5], error_type=r[6], error_code=r[7],
+                message=clean_or_none(r[8]),
                 request_id=r[9], outcome=Outcome(r[10]),
             )
             for r in rows
@@ -315,8 +333,10 @@ class Ledger(Claims, FileHashes):
     def spent(self, run_id: int | None = None) -> float:
         """USD recorded by mark_succeeded: in one run, or in every run of this ledger."""
         if run_id is None:
-            return float(self._scalar("SELECT COALESCE(SUM(cost), 0) FROM runs"))
-        return float(self._scalar("SELECT cost FROM runs WHERE id = ?", (run_id,)) or 0.0)
+            # MAX: a ledger from before usage was checked may hold a negative cost.
+            return float(self._scalar("SELECT COALESCE(SUM(MAX(cost, 0)), 0) FROM runs"))
+        return max(0.0, float(self._scalar("SELECT cost FROM runs WHERE id = ?", (run_id,))
+                              or 0.0))
 
 
 _STATES = {state.value: state for state in State}  # a dict lookup: 100k rows in planning
@@ -343,6 +363,11 @@ def _without_secrets(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_without_secrets(v) for v in value]
     return value
+
+
+def _usd(cost: float | None) -> float:
+    """A cost fit for runs.cost (NOT NULL): NaN, negative or missing count as nothing."""
+    return cost if cost is not None and math.isfinite(cost) and cost > 0 else 0.0
 
 
 def _json(value: Any) -> str:

@@ -13,17 +13,15 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import signal
 import sqlite3
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config.models import Models
 from pipeline.config.settings import (
@@ -36,22 +34,23 @@ from pipeline.config.settings import (
     read_yaml,
 )
 from pipeline.config.settings import resolve_settings as _resolve
-from pipeline.errors import ConfigError, InputError, RunAborted
-from pipeline.gateway.client import Answer, Gateway
-from pipeline.gateway.limits import Cooldown, RateLimiter
+from pipeline.errors import BadResponse, ConfigError, InputError, RunAborted
 from pipeline.ledger import store as ledger_mod
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
-from pipeline.run import folders, spool
-from pipeline.run.scheduler import Scheduler, Stop
-from pipeline.simulator.app import SimulatorOptions, running_simulator
+from pipeline.run import folders, redo, spool
 from pipeline.task import Task
-from pipeline.views import progress, summary
+from pipeline.views import summary
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
+
+if TYPE_CHECKING:  # sending's modules are imported by _send: validate never loads aiohttp
+    import anyio
+
+    from pipeline.run.scheduler import Scheduler, Stop
 
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -69,6 +68,7 @@ class RunOptions:
     dry_run: bool = False
     json: bool = False
     quiet: bool = False
+    prompt_suffix: str | None = None  # --prompt-suffix, with --redo-rejected
 
 
 @dataclass
@@ -145,7 +145,9 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
                 f"no API key: set {job.provider.api_key_env or 'IMGEDIT_API_KEY'} "
                 "(or IMGEDIT_API_KEY) in the environment")
         if plan.to_send == 0:  # a finished catalog: no second pass, no simulator, no session
-            return _conclude(job, ledger, options, Tally(), plan, Stop(), out)
+            return _conclude(job, ledger, options, Tally(), plan, None, out)
+        import anyio
+
         return anyio.run(_send, job, ledger, options, plan.to_send, out)
 
 
@@ -187,18 +189,27 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
     if provider.base_url:
         yield provider.base_url
         return
+    from pipeline.simulator.app import SimulatorOptions, running_simulator
+
     async with running_simulator(SimulatorOptions.from_mapping(provider.simulator or {})) as sim:
         yield sim.base_url
 
 
 async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 out: Callable[[str], None]) -> int:
+    import aiohttp
+    import anyio
+
+    from pipeline.gateway.client import Gateway
+    from pipeline.gateway.limits import Throttle
+    from pipeline.run.scheduler import Scheduler
+    from pipeline.views import progress
+
     settings = job.settings
     tally = Tally(total=to_send)
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
     signalled: list[signal.Signals] = []
-    cooldown = Cooldown()
-    limiter = RateLimiter(parse_rate(settings.rate)) if settings.rate else None
+    throttle = Throttle(parse_rate(settings.rate) if settings.rate else None)
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
     event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
@@ -208,22 +219,28 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
         provider = Provider(**{**job.provider.__dict__, "base_url": base_url})
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
-            gateway = Gateway(session, provider, settings.timeout)
+            gateway = Gateway(session, provider, settings.timeout, job.models)
+            chosen = options.selection
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
-                                  price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
-                                  key_salt=f":run{run_id}" if options.selection.force else "",
+                                  price=_pricer(job.models), throttle=throttle,
+                                  key_salt=f":run{run_id}" if chosen.force
+                                  or chosen.redo_rejected else "",
+                                  keep_aside=redo.rejected_files(ledger)
+                                  if chosen.redo_rejected else None,
                                   endpoint=job.provider.endpoint,
                                   spool=spool.folder(job.ledger_path))
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP,
                           endpoint=job.provider.endpoint)
-            walked = _note_resent(walked, options.selection, scheduler.unknown_resent)
-            work = select(walked, options.selection, job.models, plan)
+            walked = _note_resent(walked, chosen, scheduler.billed_before, ledger)
+            work = redo.with_prompt_suffix(select(walked, chosen, job.models, plan),
+                                           options.prompt_suffix)
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
                                  signalled)
                 group.start_soon(functools.partial(
-                    progress.show, tally, cooldown.remaining, every=settings.progress_every,
+                    progress.show, tally, throttle.cooldown.remaining,
+                    every=settings.progress_every,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
@@ -231,7 +248,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
-              stop: Stop, out: Callable[[str], None], run_id: int | None = None,
+              stop: Stop | None, out: Callable[[str], None], run_id: int | None = None,
               signalled: list[signal.Signals] | None = None) -> int:
     """Exit code, the run's ledger row, the summary (text or --json) and abort advice."""
     code = _exit_code(tally, stop, signalled or [], plan.held)
@@ -242,22 +259,27 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
     ledger.finish_run(run_id, code, counts)
     event(logging.INFO, "run finished", run_id=run_id, exit_code=code,
           spent=round(tally.spent, 4), **counts)
+    stopped = None if stop is None else stop.reason
     result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
-                           exit_code=code, stopped=stop.reason, ledger=job.ledger_path,
+                           exit_code=code, stopped=stopped, ledger=job.ledger_path,
                            held=plan.held)
     if options.json:
         out(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
-    if code == RunAborted.exit_code:
+    if code == RunAborted.exit_code and stop is not None:
         print(_abort_advice(stop.fatal), file=sys.stderr)
     return code
 
 
-def _pricer(models: Models) -> Callable[[Task, Answer], float]:
-    def price(task: Task, answer: Answer) -> float:
-        from_usage = models.cost_from_usage(task.model, answer.usage) if answer.usage else None
-        return from_usage if from_usage is not None else models.estimate(task)
+def _pricer(models: Models) -> Callable[[Task, Mapping[str, Any] | None], float]:
+    """USD for one answer: from its usage when the model prices tokens, else the estimate
+    (also for a paid answer we could not use). Never NaN or negative: runs.cost sums it."""
+    def price(task: Task, usage: Mapping[str, Any] | None) -> float:
+        from_usage = models.cost_from_usage(task.model, usage) if usage else None
+        if from_usage is None or not math.isfinite(from_usage) or from_usage < 0:
+            return models.estimate(task)
+        return from_usage
 
     return price
 
@@ -266,6 +288,8 @@ async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: 
                          signalled: list[signal.Signals]) -> None:
     """First signal: stop launching, let in-flight requests finish within `grace`.
     Second signal, or grace over: cancel what is left (recorded as unknown)."""
+    import anyio
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             signalled.append(signal.Signals(signum))
@@ -279,18 +303,23 @@ async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: 
 
 
 def _note_resent(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
-                 unknown_resent: set[str]) -> Iterator[tuple[Task, str, Category]]:
-    """Unknown tasks this run sends again: each is a possible double charge."""
+                 billed_before: set[str], ledger: Ledger) -> Iterator[tuple[Task, str, Category]]:
+    """Tasks this run sends again that an earlier run may have been billed for (unknown, or
+    failed on a paid but unusable answer): a paid answer now is a possible double charge."""
     for task, fp, category in walked:
-        if category is Category.UNKNOWN and selection.wants(task, category):
-            unknown_resent.add(task.id)
+        if category in (Category.UNKNOWN, Category.FAILED, Category.RETRY) and (
+                selection.wants(task, category)):
+            record = ledger.get(task.id) if category is not Category.UNKNOWN else None
+            if record is None or record.error_type == BadResponse.kind:
+                billed_before.add(task.id)
         yield task, fp, category
 
 
-def _exit_code(tally: Tally, stop: Stop, signalled: list[signal.Signals], held: int) -> int:
+def _exit_code(tally: Tally, stop: Stop | None, signalled: list[signal.Signals],
+               held: int) -> int:
     if signalled:
         return EXIT_SIGNAL[signalled[0]]
-    if stop.fatal is not None:
+    if stop is not None and stop.fatal is not None:
         return RunAborted.exit_code
     if tally.failed or tally.unknown or tally.done < tally.total or held:
         return EXIT_FAILED

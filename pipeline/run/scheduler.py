@@ -13,7 +13,7 @@ import errno
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,19 +23,19 @@ import anyio.abc
 from tenacity import RetryCallState
 
 from pipeline.config.settings import Settings
-from pipeline.errors import OutcomeUnknown, RequestError, StatusError
+from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
 from pipeline.gateway import retry
 from pipeline.gateway.client import Answer, Gateway
-from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
+from pipeline.gateway.limits import AdaptiveConcurrency, Throttle
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.store import Attempt, Ledger
+from pipeline.run.diskwriter import DiskWriter
+from pipeline.run.redo import keep_rejected
 from pipeline.run.spool import kept_or_lost
 from pipeline.run.writer import Result, result_of, write_result
 from pipeline.task import Task
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
-
-DEFAULT_COOLDOWN = 5.0  # seconds all workers pause after a 429 that named no wait
 
 
 class Stopped(Exception):
@@ -65,6 +65,15 @@ class Stop:
             await self.stopped.wait()
 
 
+@dataclass
+class Departure:
+    """When an attempt's request left: the throttle's clock, the wall clock, monotonic."""
+
+    at: float | None = None  # None: it never left (stopped, or cancelled before its turn)
+    wall: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -74,12 +83,12 @@ class Scheduler:
         run_id: int,
         tally: Tally,
         *,
-        price: Callable[[Task, Answer], float],
-        limiter: RateLimiter | None = None,
-        cooldown: Cooldown | None = None,
+        price: Callable[[Task, Mapping[str, Any] | None], float],
+        throttle: Throttle | None = None,
         key_salt: str = "",
         endpoint: str | None = None,
         spool: Path | None = None,
+        keep_aside: Mapping[str, list[Path]] | None = None,
     ):
         self.gateway = gateway
         self.ledger = ledger
@@ -87,8 +96,7 @@ class Scheduler:
         self.run_id = run_id
         self.tally = tally
         self.price = price
-        self.limiter = limiter
-        self.cooldown = cooldown or Cooldown()
+        self.throttle = throttle or Throttle()
         self.concurrency = AdaptiveConcurrency(settings.concurrency)
         self.stop = Stop()
         # --force asks for new work: a fresh Idempotency-Key, or a gateway that honours
@@ -97,17 +105,20 @@ class Scheduler:
         self.key_salt = key_salt
         self.endpoint = endpoint  # "provider@host": recorded with each result
         self.spool = spool  # where a paid answer waits when its folder refuses it
+        # --redo-rejected: task id → its rejected files, renamed aside before the new write.
+        self.keep_aside = keep_aside or {}
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
-        self.disk = anyio.CapacityLimiter(4)
-        # Tasks an earlier run left `unknown`: sending one again may pay for it twice.
-        self.unknown_resent: set[str] = set()
+        self.disk = DiskWriter(threads=4)
+        # Tasks an earlier run may have been billed for (left `unknown`, or failed on a paid
+        # but unusable answer): a paid answer for one now may be a second charge.
+        self.billed_before: set[str] = set()
 
     async def run(self, work: Iterable[tuple[Task, str]]) -> None:
         """Process (task, fingerprint) pairs until done or stopped."""
         send, receive = anyio.create_memory_object_stream[tuple[Task, str]](
             self.settings.concurrency * 2)
-        async with anyio.create_task_group() as group:
+        async with self.disk, anyio.create_task_group() as group:
             group.start_soon(self._produce, work, send)
             # Twice as many workers as requests allowed in flight: while some save their
             # results, others keep every request slot busy. AdaptiveConcurrency caps the wire.
@@ -159,23 +170,32 @@ class Scheduler:
         cause = _cause(exc)
         self.tally.retries_by_cause[cause] += 1
         self.tally.retrying += 1
-        if cause == "unknown_outcome":
-            self.tally.possible_double_charges += 1
         wait = state.next_action.sleep if state.next_action else 0
         event(logging.INFO, "task retry", id=task.id, attempt=state.attempt_number,
               cause=cause, wait_s=round(wait, 2), error=str(exc))
 
-    async def _gate(self) -> None:
-        """Wait for the shared cooldown and the rate limiter; refuse if stopping, also when
-        launching stops during the cooldown."""
-        while not self.stop and (left := self.cooldown.remaining()) > 0:
+    async def _gate(self) -> float:
+        """Wait for the server's cooldown and the pacer's turn, and return the departure
+        time; refuse if stopping, also when launching stops during the cooldown."""
+        cooldown = self.throttle.cooldown
+        while not self.stop and (left := cooldown.remaining()) > 0:
             await self.stop.sleep(left)
         if self.stop:
             raise Stopped
-        if self.limiter is not None:
-            await self.limiter.acquire()
+        departed = await self.throttle.turn()
         if self.stop:
             raise Stopped
+        return departed
+
+    async def _depart(self, task: Task, fingerprint: str, number: int,
+                      departure: Departure) -> None:
+        """Called by the gateway with the body built, right before the request is written."""
+        departed = await self._gate()
+        if number == 1:
+            self.ledger.mark_submitted(self.run_id, task, fingerprint)
+        self.tally.in_flight += 1
+        self.tally.sent()
+        departure.at, departure.wall, departure.started = departed, time.time(), time.monotonic()
 
     async def _attempt(self, task: Task, fingerprint: str, key: str,
                        failed: list[RequestError]) -> Answer:
@@ -184,49 +204,84 @@ class Scheduler:
         if number > 1:
             self.tally.retrying -= 1  # its wait is over, whatever happens next
         async with self.concurrency:
-            await self._gate()
-            if number == 1:
-                self.ledger.mark_submitted(self.run_id, task, fingerprint)
-                if task.id in self.unknown_resent:
-                    self.unknown_resent.discard(task.id)
-                    self.tally.possible_double_charges += 1
-            self.tally.in_flight += 1
-            self.tally.sent()
-            started_wall, started = time.time(), time.monotonic()
+            departure = Departure()
+            ready = functools.partial(self._depart, task, fingerprint, number, departure)
             try:
-                answer = await self.gateway.edit(task, key)
+                answer = await self.gateway.edit(task, key, ready=ready)
             except RequestError as exc:
-                self._on_error(task, exc, number, started_wall, time.monotonic() - started)
-                failed.append(exc)
+                self._on_paid_unusable(task, exc, failed)
+                self._count_billed(task, exc, failed)
+                self._on_error(task, exc, number, departure)
+                failed.append(_without_frames(exc))
                 raise
             except anyio.get_cancelled_exc_class():
-                # Shutdown's grace ran out with this request on the wire: it may be billed.
-                failed.append(self._on_cancel(task, number, started_wall))
+                if departure.at is not None:
+                    # Shutdown's grace ran out with this request on the wire: maybe billed.
+                    cancelled = self._on_cancel(task, number, departure.wall)
+                    self._count_billed(task, cancelled, failed)
+                    failed.append(cancelled)
                 raise
             finally:
-                self.tally.in_flight -= 1
+                if departure.at is not None:
+                    self.tally.in_flight -= 1
+        assert departure.at is not None  # an answer came, so the request went
+        self._count_billed(task, None, failed)
         self.concurrency.on_success()
+        self.throttle.on_success(departure.at)
         self.ledger.record_attempt(Attempt(
-            task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
-            latency_s=time.monotonic() - started, status=200, error_type=None,
+            task_id=task.id, run_id=self.run_id, number=number, started_at=departure.wall,
+            latency_s=time.monotonic() - departure.started, status=200, error_type=None,
             error_code=None, message=None, request_id=answer.request_id, outcome="succeeded"))
         return answer
 
+    def _count_billed(self, task: Task, exc: RequestError | None,
+                      failed: list[RequestError]) -> None:
+        """An answer that may be billed (a 200, usable or not, or none after the upload)
+        after another that may have been: one possible double charge. Counted where the
+        second charge happens, so it equals what the gateway billed twice."""
+        if exc is not None and not retry.may_be_billed(exc):
+            return
+        if task.id in self.billed_before or any(retry.may_be_billed(e) for e in failed):
+            self.tally.possible_double_charges += 1
+
+    def _on_paid_unusable(self, task: Task, exc: RequestError,
+                          failed: list[RequestError]) -> None:
+        """A 200 we cannot use was likely billed: it counts in the spend, and the task gets
+        one more try after it, not the full retry budget."""
+        if not (isinstance(exc, BadResponse) and exc.status == 200):
+            return
+        exc.repeated = any(isinstance(e, BadResponse) and e.status == 200 for e in failed)
+        cost = self.price(task, exc.usage)
+        self.tally.spent += cost
+        self.ledger.add_spend(self.run_id, cost)
+        self._check_budget()
+
+    def _check_budget(self) -> None:
+        max_cost = self.settings.max_cost
+        if max_cost is not None and self.tally.spent >= max_cost:
+            self.stop.set(f"the budget of {max_cost:g} is spent")
+
     def _on_error(self, task: Task, exc: RequestError, number: int,
-                  started_wall: float, latency: float) -> None:
+                  departure: Departure) -> None:
         verdict = retry.classify(exc)
-        if retry.is_overload(exc):
-            self.concurrency.on_overload()
+        if retry.is_overload(exc) and departure.at is not None:
             wait = exc.retry_after if isinstance(exc, StatusError) else None
-            self.cooldown.extend((DEFAULT_COOLDOWN if wait is None else wait) * retry.wait_scale())
+            scaled = None if wait is None else wait * retry.wait_scale()
+            if getattr(exc, "status", None) == 429:  # too many requests: slow the pace
+                self.throttle.on_limited(departure.at, scaled)
+            else:  # the upstream is overloaded: fewer in flight
+                self.concurrency.on_overload()
+                if scaled is not None:
+                    self.throttle.cooldown.extend(scaled)
         if verdict is retry.Verdict.FATAL:
             self.stop.set(f"the gateway refused the run: {exc}", exc)
             event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
         outcome = {"retry": "retry", "unknown": "unknown", "terminal": "failed",
                    "fatal": "aborted"}[verdict.value]
         self.ledger.record_attempt(Attempt(
-            task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
-            latency_s=latency, status=getattr(exc, "status", None), error_type=_cause(exc),
+            task_id=task.id, run_id=self.run_id, number=number, started_at=departure.wall,
+            latency_s=time.monotonic() - departure.started,
+            status=getattr(exc, "status", None), error_type=_cause(exc),
             error_code=getattr(exc, "code", None), message=str(exc)[:500],
             request_id=getattr(exc, "request_id", None), outcome=outcome))
 
@@ -273,7 +328,7 @@ class Scheduler:
               code=getattr(exc, "code", None))
 
     async def _save(self, task: Task, fingerprint: str, answer: Answer, attempts: int) -> None:
-        cost = self.price(task, answer)
+        cost = self.price(task, answer.usage)
         record: dict[str, Any] = {
             "task_id": task.id, "fingerprint": fingerprint, "model": task.model,
             "prompt": task.prompt, "request": dict(task.fields),
@@ -283,10 +338,18 @@ class Scheduler:
             "request_id": answer.request_id, "attempts": attempts, "cost": cost,
             "finished_at": time.time(), "endpoint": self.endpoint,
         }
+        if answer.notes:
+            record["notes"] = list(answer.notes)
         result = result_of(task, fingerprint, answer.images, answer.formats, record)
+
+        def write() -> list[Any]:
+            if task.id in self.keep_aside:
+                keep_rejected(self.keep_aside[task.id])
+            return write_result(result)
+
         try:
             # Disk writes (with fsync) go to a thread so the event loop keeps sending.
-            written = await anyio.to_thread.run_sync(write_result, result, limiter=self.disk)
+            written = await self.disk.run(write)
         except OSError as exc:
             self._not_written(task, fingerprint, result, exc, record)
             return
@@ -299,10 +362,7 @@ class Scheduler:
         self.tally.succeeded += 1
         self.tally.wrote([str(p) for p in outputs])
         self.tally.spent += cost
-        max_cost = self.settings.max_cost
-        if max_cost is not None and self.tally.spent >= max_cost:
-            self.stop.set(f"the budget of {max_cost:g} is spent")
-
+        self._check_budget()
 
     def _not_written(self, task: Task, fingerprint: str, result: Result,
                      exc: OSError, record: dict[str, Any]) -> None:
@@ -319,6 +379,16 @@ class Scheduler:
         event(logging.ERROR, "task not written", id=task.id, error=reason)
         self.stop.set(f"cannot write to {where} ({exc.strerror or exc}); paid results are kept"
                       " beside the ledger and the next run writes them without a new request")
+
+
+def _without_frames(exc: RequestError) -> RequestError:
+    """The error, kept for the task's next attempts without the frames it was raised
+    through: they hold the answer's body (up to max_answer_mb) until the task ends."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        seen.__traceback__ = None
+        seen = seen.__cause__ or seen.__context__
+    return exc
 
 
 def _cause(exc: BaseException | None) -> str:

@@ -1,10 +1,11 @@
 """Put a task's returned images on disk, whole or not at all, before their sidecar.
 
-Every file goes to a temporary name in its final folder, is fsynced, then
-`os.replace`d into place, so a kill -9 at any moment leaves either the old
-file, the new file, or a stray temp file that the next run removes, never
-a half-written image. The sidecar comes last: it is what says the work is
-done, so it must never stand beside images that are not there yet.
+Every file goes to a temporary name in its final folder, is fsynced (the
+images; see write_result for the sidecar), then `os.replace`d into place, so
+a kill -9 at any moment leaves either the old file, the new file, or a stray
+temp file that the next run removes, never a half-written image. The sidecar
+comes last: it is what says the work is done, so it must never stand beside
+images that are not there yet.
 
 The writer never decides whether a task should run and never writes the API
 key: the sidecar holds request fields only.
@@ -63,5 +64,10 @@ def result_of(task: Task, fingerprint: str, images: list[bytes], formats: list[s
 
 
 def write_result(result: Result) -> list[Written]:
-    """Write every file in order (the sidecar last); what was written, for the ledger."""
-    return [written(path, data, write_atomic(path, data)) for path, data in result.files]
+    """Write every file in order (the sidecar last); what was written, for the ledger.
+
+    Each image is fsynced before its rename; the sidecar is not (see write_sidecar: one
+    that a power cut left cut is unreadable JSON, never adopted, and costs a re-send)."""
+    last = len(result.files) - 1
+    return [written(path, data, write_atomic(path, data, sync=number < last))
+            for number, (path, data) in enumerate(result.files)]
