@@ -13,7 +13,7 @@ It never sends requests, never writes files and never holds every Task at once:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,9 @@ class Manifest:
     entries: tuple[Entry, ...] = ()
     default_model: str = "gpt-image-1"  # when neither a task nor defaults name a model
     problems: tuple[Problem, ...] = ()  # top-level problems, reported again by check_all
+    # Whether a file is one imgedit wrote (an output, a sidecar, a temp file): never an
+    # input. The run sets it from the ledger; without one, only temp files are known.
+    ours: Callable[[Path], bool] | None = None
     # What each model takes, so a default it refuses is left out of its tasks (None: keep all).
     models: Models | None = None
     routing: Routing | None = None  # each model's route on the run's provider
@@ -64,7 +67,7 @@ class Manifest:
         routing = self.routing
         if routing is None and self.models is not None:
             routing = Routing(self.models.route_plans())
-        return entries.expand(self.entries, self.root, self.default_model,
+        return entries.expand(self.entries, self.root, self.default_model, self.ours,
                               models=self.models, routing=routing)
 
 
