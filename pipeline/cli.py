@@ -165,9 +165,15 @@ def status(manifest: Path, config: str | None, ledger: Path | None, as_json: boo
 @click.option("--seed", type=int, default=0, show_default=True, help="Repeat a scenario exactly.")
 @click.option("--response", type=click.Choice(["auto", "b64", "url", "data-url"]),
               default="auto", show_default=True, help="How images come back.")
+@click.option("--fault-by-prompt", "by_prompt", multiple=True, metavar="TEXT=NAME",
+              help="Every request whose prompt holds TEXT gets fault NAME (repeatable).")
 def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit: str | None,
-             rate_limit_retry_after: bool, seed: int, response: str) -> None:
-    """Serve the local gateway simulator: free rehearsals of a manifest."""
+             rate_limit_retry_after: bool, seed: int, response: str,
+             by_prompt: tuple[str, ...]) -> None:
+    """Serve the local gateway simulator: free rehearsals of a manifest.
+
+    It accepts the token in IMGEDIT_API_KEY (else sk-simulator), compared as the relay does.
+    """
     from pipeline.simulator.app import SimulatorOptions, serve
 
     parsed: dict[str, float] = {}
@@ -179,6 +185,13 @@ def simulate(port: int, faults: tuple[str, ...], latency: str | None, rate_limit
             raise click.BadParameter(f"{item!r} is not NAME=RATE", param_hint="--fault") from None
     options: dict[str, Any] = {"port": port, "faults": parsed, "seed": seed, "response": response,
                                "rate_limit_retry_after": rate_limit_retry_after}
+    for item in by_prompt:
+        text, _, name = item.rpartition("=")
+        if not text or not name:
+            raise click.BadParameter(f"{item!r} is not TEXT=NAME", param_hint="--fault-by-prompt")
+        options.setdefault("fault_by_prompt", {})[text] = name
+    if os.environ.get("IMGEDIT_API_KEY"):
+        options["api_key"] = os.environ["IMGEDIT_API_KEY"]
     if latency:
         options["latency"] = latency
     if rate_limit:

@@ -13,6 +13,8 @@ transaction, so it must not use executescript() or COMMIT itself.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -86,7 +88,36 @@ def m003_reviews(db: sqlite3.Connection) -> None:
 
 
 @migration
-def m004_batches(db: sqlite3.Connection) -> None:
+def m004_outputs_are_ours(db: sqlite3.Connection) -> None:
+    # `claims`: every output stem (path without its image extension) a task was about to
+    # write, recorded before its request went out, so a glob never takes our own file for
+    # an input, also after a crash between the image and its sidecar.
+    db.execute(
+        """CREATE TABLE claims (
+        stem TEXT PRIMARY KEY, task_id TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        suffixes TEXT NOT NULL  -- the image extensions the stem may carry: ".png .jpeg .webp"
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX claims_by_task ON claims (task_id)")
+    # What a success wrote: [[path, size, mtime_ns, sha256], ...] outputs then sidecar, so
+    # "done" means these very files, not any file at those paths; and the endpoint
+    # ("provider@host") that produced it, so a rehearsal is never taken for the real thing.
+    db.execute("ALTER TABLE tasks ADD COLUMN written TEXT")
+    db.execute("ALTER TABLE tasks ADD COLUMN endpoint TEXT")
+    # Each input fully decoded once per content: 'ok' or what is wrong with it.
+    db.execute("ALTER TABLE file_hashes ADD COLUMN verdict TEXT")
+    db.execute("CREATE INDEX file_hashes_by_sha256 ON file_hashes (sha256)")
+    # Outputs of finished work are ours from the start.
+    rows = db.execute("SELECT id, fingerprint, outputs FROM tasks WHERE outputs != '[]'")
+    for task_id, fp, outputs in rows.fetchall():
+        for path in json.loads(outputs):
+            stem, suffix = os.path.splitext(path)
+            db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                       (stem, task_id, fp, suffix))
+
+
+@migration
+def m005_batches(db: sqlite3.Connection) -> None:
     # Batch mode (DESIGN.md "Batch mode"). A row is written BEFORE its batch is created:
     # `token` goes into the batch's metadata too, so a run killed between creating the
     # batch and recording its `id` finds it again by listing the provider's batches.
@@ -102,22 +133,22 @@ def m004_batches(db: sqlite3.Connection) -> None:
     # `batched` is a new task state, and SQLite cannot change a CHECK: the table is
     # rebuilt with it, and with the token of the batch a batched task is in.
     db.execute(
-        """CREATE TABLE tasks_v4 (
+        """CREATE TABLE tasks_v5 (
         id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
         state TEXT NOT NULL CHECK (state IN
             ('pending', 'submitted', 'batched', 'succeeded', 'failed', 'unknown')),
         terminal INTEGER NOT NULL DEFAULT 0, reason TEXT, error_type TEXT, error_code TEXT,
         attempts INTEGER NOT NULL DEFAULT 0, outputs TEXT NOT NULL DEFAULT '[]', sidecar TEXT,
         model TEXT, prompt TEXT, cost REAL, usage TEXT, request_id TEXT, run_id INTEGER,
-        updated_at TEXT NOT NULL, first_input TEXT, batch TEXT
+        updated_at TEXT NOT NULL, first_input TEXT, written TEXT, endpoint TEXT, batch TEXT
         )"""
     )
     columns = ("id, fingerprint, state, terminal, reason, error_type, error_code, attempts,"
                " outputs, sidecar, model, prompt, cost, usage, request_id, run_id, updated_at,"
-               " first_input")
-    db.execute(f"INSERT INTO tasks_v4 ({columns}) SELECT {columns} FROM tasks")
+               " first_input, written, endpoint")
+    db.execute(f"INSERT INTO tasks_v5 ({columns}) SELECT {columns} FROM tasks")
     db.execute("DROP TABLE tasks")
-    db.execute("ALTER TABLE tasks_v4 RENAME TO tasks")
+    db.execute("ALTER TABLE tasks_v5 RENAME TO tasks")
     db.execute("CREATE INDEX tasks_by_batch ON tasks (batch) WHERE batch IS NOT NULL")
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.models import Models
+from pipeline.config.routes import Routing
 from pipeline.errors import Problem
 from pipeline.manifest import csvsource, globsource
 from pipeline.manifest.yamlpos import LineMap
@@ -92,6 +94,7 @@ class Entry:
     lines: Mapping[str, int]  # line of each key (a default's line when inherited)
     problems: tuple[Problem, ...] = ()
     expandable: bool = True  # False when images/glob/csv are too broken to build tasks
+    own: frozenset[str] = frozenset()  # keys the entry sets itself (the rest are defaults)
 
     def at(self, key: str) -> Location:
         return Location(self.where.file, self.lines.get(key, self.where.line))
@@ -145,7 +148,8 @@ def parse_entry(index: int, raw: Any, where: Location, defaults: Mapping[str, An
             problems.append(Problem(entry.at("id"), entry.name("id"), wrong))
             del values["id"]
     return Entry(index, where, kind, values, lines, tuple(problems),
-                 expandable=not broken and not ("glob" in raw and "csv" in raw))
+                 expandable=not broken and not ("glob" in raw and "csv" in raw),
+                 own=frozenset(map(str, raw)))
 
 
 def _glob_id_problem(template: str) -> str | None:
@@ -185,13 +189,17 @@ class _Ids:
         return base if count == 1 else f"{base}#{count}"
 
 
-def expand(entries: tuple[Entry, ...], root: Path, default_model: str) -> Iterator[Made]:
-    """Tasks and problems in manifest order, one at a time."""
+def expand(entries: tuple[Entry, ...], root: Path, default_model: str,
+           ours: Callable[[Path], bool] | None = None, *,
+           models: Models | None = None, routing: Routing | None = None) -> Iterator[Made]:
+    """Tasks and problems in manifest order, one at a time. `ours(path)`: a file imgedit
+    wrote, which no glob takes. With `models`, a field from `defaults` that a task's
+    model refuses is left out of that task (Task.left_out)."""
     # Derived ids can only repeat across entries, or between rows of one csv entry;
     # a lone glob needs no memory of the ids it gave, which keeps a run flat.
     deriving = [e for e in entries if "id" not in e.values]
     ids = _Ids(len(deriving) > 1 or any(e.kind == "csv" for e in deriving))
-    build = _Builder(root, default_model, ids)
+    build = _Builder(root, default_model, ids, ours, models, routing)
     for entry in entries:
         if entry.problems:  # once per entry, not once per task it expands to
             yield Made(entry, None, entry.problems)
@@ -220,8 +228,26 @@ def relative(root: Path, path: Path) -> str:
 
 
 class _Builder:
-    def __init__(self, root: Path, default_model: str, ids: _Ids):
+    def __init__(self, root: Path, default_model: str, ids: _Ids,
+                 ours: Callable[[Path], bool] | None, models: Models | None,
+                 routing: Routing | None):
         self.root, self.default_model, self.ids = root, default_model, ids
+        self.ours = ours
+        self.models, self.routing = models, routing
+
+    def fields(self, entry: Entry, values: Mapping[str, Any]) -> tuple[dict[str, Any],
+                                                                        tuple[str, ...]]:
+        """The request fields, and the defaults left out because the model refuses them."""
+        fields = {k: values[k] for k in REQUEST_FIELDS if k in values}
+        fields.setdefault("model", self.default_model)
+        if self.models is None:
+            return fields, ()
+        model = str(fields["model"])
+        left_out = tuple(k for k, v in fields.items() if k not in entry.own and k != "model"
+                         and self.models.leaves_out(model, k, v))
+        for key in left_out:
+            del fields[key]
+        return fields, left_out
 
     def __call__(self, entry: Entry, values: Mapping[str, Any], first: Path | None = None,
                  columns: Mapping[str, str] | None = None,
@@ -244,12 +270,12 @@ class _Builder:
             problems = tuple(Problem(origin or entry.at("id"), entry.name("id"),
                                      f"{{{col}}} is empty here, and the id needs it")
                              for col in empty)
-        fields = {k: values[k] for k in REQUEST_FIELDS if k in values}
-        fields.setdefault("model", self.default_model)
+        fields, left_out = self.fields(entry, values)
+        route = self.routing.route(str(fields["model"])) if self.routing else "images"
         task = Task(id=task_id, images=images, prompt=str(values.get("prompt") or ""),
                     where=entry.where, root=root, mask=mask, fields=fields,
                     output=str(values.get("output") or DEFAULT_OUTPUT),
-                    placeholders=placeholders)
+                    placeholders=placeholders, route=route, left_out=left_out)
         return Made(entry, task, problems, origin, first is not None)
 
 
@@ -258,6 +284,8 @@ def _glob_tasks(build: _Builder, entry: Entry) -> Iterator[Made]:
     outputs = globsource.outputs_pattern(str(entry.values.get("output") or DEFAULT_OUTPUT))
     found = False
     for path in globsource.matches(build.root, pattern):
+        if build.ours is not None and build.ours(path):
+            continue  # written (or being written) by imgedit: the ledger says so
         if globsource.is_earlier_output(path, relative(build.root, path), outputs):
             continue  # an earlier run's result, not a new input
         found = True

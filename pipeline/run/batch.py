@@ -58,8 +58,8 @@ class Batcher:
 
     def __init__(self, *, models: Models, provider: Provider, settings: Settings,
                  ledger: Ledger, price: Callable[[Task, Mapping[str, Any] | None], float],
-                 tasks: Callable[[], Iterable[Task]], run_id: int, wait: bool = False,
-                 quiet: bool = False):
+                 tasks: Callable[[], Iterable[Task]], run_id: int, spool: Path,
+                 wait: bool = False, quiet: bool = False):
         self.models, self.provider, self.settings = models, provider, settings
         self.ledger, self.book = ledger, Batches(ledger)
         self.quiet = quiet
@@ -68,7 +68,8 @@ class Batcher:
         self.outcome = Outcome()
         self.run_id = run_id
         self.collector = Collector(ledger=ledger, price=price, tasks=tasks,
-                                   outcome=self.outcome, run_id=run_id, say=self._say)
+                                   outcome=self.outcome, run_id=run_id, say=self._say,
+                                   endpoint=provider.endpoint, spool=spool)
         self.after_plan = False  # tasks put back to send now wait for the next run
         self.back_before_plan = 0
         self._shown: dict[str, str] = {}  # token -> the progress line last printed
@@ -126,6 +127,10 @@ class Batcher:
             return
         if rows:
             anyio.run(self._collect_in_session)
+
+    def connect(self, session: aiohttp.ClientSession, provider: Provider) -> BatchAPI:
+        """The Batch API of `provider` (its base URL known: the simulator has started)."""
+        return BatchAPI(session, provider, self.settings.timeout, self.models)
 
     async def _collect_in_session(self) -> None:
         async with aiohttp.ClientSession() as session:

@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -81,10 +82,11 @@ class Collector:
     def __init__(self, *, ledger: Ledger,
                  price: Callable[[Task, Mapping[str, Any] | None], float],
                  tasks: Callable[[], Iterable[Task]], outcome: Outcome, run_id: int,
-                 say: Callable[[str], None]):
+                 say: Callable[[str], None], endpoint: str, spool: Path):
         self.ledger, self.book = ledger, Batches(ledger)
         self.price, self.tasks = price, tasks
         self.outcome, self.run_id, self._say = outcome, run_id, say
+        self.endpoint, self.spool = endpoint, spool  # who answered; where refused files wait
         self.kept = Tally()  # answers kept from batches (saving.py counts into it)
         self.disk = anyio.CapacityLimiter(4)
         self.slots = anyio.Semaphore(KEEPERS)
@@ -161,7 +163,8 @@ class Collector:
     async def _keep(self, api: BatchAPI, task: Task, fp: str, batch_id: str,
                     result: LineResult) -> None:
         assert result.body is not None
-        if adopt_if_on_disk(task, fp, self.ledger):  # kept by a run killed before recording
+        # Kept by a run killed between writing the files and recording the success.
+        if adopt_if_on_disk(task, fp, self.ledger, self.endpoint):
             self.outcome.collected["found on disk"] += 1
             return
         try:
@@ -173,10 +176,14 @@ class Collector:
         live = self.price(task, answer.usage)
         cost = live * PRICE_FACTOR
         self._attempt(task.id, result, "succeeded", None)
-        await save_answer(task, fp, answer, attempts=1, cost=cost, ledger=self.ledger,
-                          tally=self.kept,
-                          disk=functools.partial(anyio.to_thread.run_sync, limiter=self.disk),
-                          extra={"batch": batch_id, "price": "batch"})
+        kept = await save_answer(
+            task, fp, answer, attempts=1, cost=cost, ledger=self.ledger, tally=self.kept,
+            endpoint=self.endpoint, spool=self.spool,
+            disk=functools.partial(anyio.to_thread.run_sync, limiter=self.disk),
+            extra={"batch": batch_id, "price": "batch"})
+        if kept is None:  # its folder refused it: kept in the spool, the task failed
+            self.outcome.collected["not written"] += 1
+            return
         # Committed now, not with the ledger's next batch of writes: a collection can wait a
         # long while on the provider's next line, and `status` beside it should see these.
         self.ledger.flush()

@@ -13,16 +13,17 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import signal
+import sqlite3
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.models import Models
+from pipeline.config.routes import Routing
 from pipeline.config.settings import (
     Provider,
     Settings,
@@ -34,14 +35,15 @@ from pipeline.config.settings import (
 )
 from pipeline.config.settings import resolve_settings as _resolve
 from pipeline.errors import BadResponse, ConfigError, InputError, RunAborted
+from pipeline.gateway.classify import codes
 from pipeline.ledger import store as ledger_mod
-from pipeline.ledger.batches import Batches
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
-from pipeline.manifest.preflight import check_all
-from pipeline.run import batchmode, redo
+from pipeline.manifest.preflight import ValidationReport, check_all
+from pipeline.run import batchmode, folders, redo, spool
+from pipeline.run.pricing import pricer as _pricer
 from pipeline.task import Task
 from pipeline.views import summary
 from pipeline.views.logs import event
@@ -100,6 +102,8 @@ def prepare(options: RunOptions) -> Job:
             raise ConfigError(f"--rate / limits.rate: {exc}") from exc
     name = options.provider or manifest.provider or defaults["provider"]
     provider = load_provider(folder, name, options.base_url)
+    manifest = dataclasses.replace(manifest, routing=Routing(models.route_plans(),
+                                                             provider.routes))
     ledger_path = options.ledger or ledger_mod.default_path(manifest.path)
     return Job(manifest, models, settings, provider, ledger_path)
 
@@ -107,19 +111,30 @@ def prepare(options: RunOptions) -> Job:
 def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
               found: Found = Found.ADOPT,
               estimate: Callable[[Task], float] | None = None) -> Plan:
+    """What a run would send; raises InputError naming files in the way that are not ours.
+    `estimate`: a task's price (batch mode's is lower); the model's list price if None."""
     plan = Plan()
-    for _ in select(walk(job.manifest.tasks(), ledger, found=found), selection, job.models,
-                    plan, estimate):
+    clashes: list[str] = []
+    walked = walk(job.manifest.tasks(), ledger, found=found, endpoint=job.provider.endpoint,
+                  clashes=clashes)
+    for _ in select(walked, selection, job.models, plan, estimate):
         pass
+    if clashes:
+        raise InputError("files in the way of this run's outputs (nothing was sent):\n  "
+                         + "\n  ".join(clashes[:20])
+                         + (f"\n  ... and {len(clashes) - 20} more" if len(clashes) > 20 else ""))
     return plan
 
 
-def _check(job: Job, ledger: Ledger) -> None:
-    """Every file, id, output and model limit; raises ManifestError with all problems."""
-    check_all(job.manifest, job.models, known=ledger.known_format)
+def _check(job: Job, ledger: Ledger) -> ValidationReport:
+    """Every file, id, output and model limit; raises ManifestError with all problems.
+    From here on no glob takes a file of ours (known to this ledger) for an input."""
+    job.manifest = dataclasses.replace(job.manifest, ours=ledger.is_ours)
+    report = check_all(job.manifest, job.models, known=ledger)
     if job.settings.batch and not job.provider.batch:
         raise ConfigError(f"provider {job.provider.name} has no Batch API (`batch: true` in "
                           "providers.yaml): run without --batch, or pick a provider that has one")
+    return report
 
 
 def run(options: RunOptions, out: Callable[[str], None]) -> int:
@@ -127,12 +142,13 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
     if options.dry_run:
         return _dry_run(job, options, out)
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
-    with lock, Ledger.open(job.ledger_path) as ledger:
+    with lock, Ledger.open(job.ledger_path) as ledger, _damaged(job.ledger_path):
+        spool.deliver(spool.folder(job.ledger_path), ledger)  # paid earlier, not yet written
         _check(job, ledger)
-        batcher = batcher_for(job, ledger, options) if _batch_work(job, ledger, options) else None
-        if batcher is not None:
-            batcher.collect_now()  # every run first collects the batches that have ended
-        plan = plan_only(job, ledger, options.selection, estimate=_estimator(job, options))
+        batcher = batcher_for(job, ledger, options)  # first collects what has ended
+        plan = plan_only(job, ledger, options.selection, estimate=batchmode.estimator(
+            job.models, job.provider, job.settings, options.selection))
+        folders.check(plan.room)
         max_cost = job.settings.max_cost
         if max_cost is not None and plan.estimate > max_cost:
             raise InputError(
@@ -151,51 +167,56 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
         return anyio.run(_send, job, ledger, options, plan.to_send, out, batcher)
 
 
-def _batch_work(job: Job, ledger: Ledger, options: RunOptions) -> bool:
-    """Does this run touch provider batches? Batch mode is on, --wait asks, or some are
-    open. Otherwise batch mode's network code is never loaded."""
-    return job.settings.batch or options.wait or bool(Batches(ledger).open())
-
-
-def _estimator(job: Job, options: RunOptions) -> Callable[[Task], float]:
-    return batchmode.estimator(job.models, job.provider, _batch_settings(job, options))
-
-
-def _batch_settings(job: Job, options: RunOptions) -> Settings:
-    """A redo of rejected results goes live: it keeps the rejected files aside as it
-    writes, and its --prompt-suffix is applied on the way to the live route."""
-    if options.selection.redo_rejected:
-        return dataclasses.replace(job.settings, batch=False)
-    return job.settings
-
-
-def batcher_for(job: Job, ledger: Ledger, options: RunOptions) -> Batcher:
-    """The run's batch mode, and the run's ledger row (batch answers are recorded in it)."""
+def batcher_for(job: Job, ledger: Ledger, options: RunOptions) -> Batcher | None:
+    """The run's batch mode, the run's ledger row (batch answers are recorded in it), and
+    the batches that have ended collected; None when the run touches no batch."""
+    if not batchmode.touches_batches(job.settings, ledger, options.wait):
+        return None
     from pipeline.run.batch import Batcher
 
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
-    return Batcher(models=job.models, provider=job.provider,
-                   settings=_batch_settings(job, options), ledger=ledger,
-                   price=_pricer(job.models), tasks=job.manifest.tasks, run_id=run_id,
-                   wait=options.wait, quiet=options.quiet)
+    batcher = Batcher(models=job.models, provider=job.provider,
+                      settings=batchmode.settings_for(job.settings, options.selection),
+                      ledger=ledger, price=_pricer(job.models), tasks=job.manifest.tasks,
+                      run_id=run_id, spool=spool.folder(job.ledger_path), wait=options.wait,
+                      quiet=options.quiet)
+    batcher.collect_now()
+    return batcher
+
+
+@contextlib.contextmanager
+def _damaged(path: Path) -> Iterator[None]:
+    """A damaged ledger page met mid-way is a message with what to do, not a traceback."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise InputError(ledger_mod.corrupt_message(path, exc)) from exc
+    except BaseExceptionGroup as group:  # met by a worker, inside the task group
+        found = group.subgroup(sqlite3.DatabaseError)
+        if found is None:
+            raise
+        raise InputError(ledger_mod.corrupt_message(path, found.exceptions[0])) from group
 
 
 def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
     """validate / --dry-run: no lock, no writes; an existing ledger is only read."""
     with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
         path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
-        with Ledger.open(path, recover=False) as ledger:
-            _check(job, ledger)
+        with Ledger.open(path, recover=False) as ledger, _damaged(path):
+            report = _check(job, ledger)
+            estimate = batchmode.estimator(job.models, job.provider, job.settings,
+                                           options.selection)
             plan = plan_only(job, ledger, options.selection, found=Found.COUNT,
-                             estimate=_estimator(job, options))
-    out(describe_plan(job, plan))
+                             estimate=estimate)
+            folders.check(plan.room, clean=False)
+    out("\n".join([describe_plan(job, plan), *report.left_out_lines()]))
     return EXIT_OK
 
 
 def describe_plan(job: Job, plan: Plan) -> str:
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(plan.categories.items())) or "no tasks"
     prices = " at batch prices where a model can batch" if job.settings.batch else ""
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(plan.categories.items())) or "no tasks"
     return (f"{job.manifest.path}: {sum(plan.categories.values())} tasks ({counts}); "
             f"would send {plan.to_send}, estimated cost ${plan.estimate:.2f}{prices} "
             f"via {job.provider.name}")
@@ -208,7 +229,10 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
         return
     from pipeline.simulator.app import SimulatorOptions, running_simulator
 
-    async with running_simulator(SimulatorOptions.from_mapping(provider.simulator or {})) as sim:
+    options = dict(provider.simulator or {})
+    if provider.api_key is not None:  # the in-process relay accepts the run's own key
+        options.setdefault("api_key", provider.api_key.reveal())
+    async with running_simulator(SimulatorOptions.from_mapping(options)) as sim:
         yield sim.base_url
 
 
@@ -219,6 +243,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
 
     from pipeline.gateway.client import Gateway
     from pipeline.gateway.limits import Throttle
+    from pipeline.run.board import Board
     from pipeline.run.scheduler import Scheduler
     from pipeline.views import progress
 
@@ -243,19 +268,20 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                                   key_salt=f":run{run_id}" if chosen.force
                                   or chosen.redo_rejected else "",
                                   keep_aside=redo.rejected_files(ledger)
-                                  if chosen.redo_rejected else None)
-            api = None
-            if batcher is not None:
-                from pipeline.gateway.routes.batch import BatchAPI
-
-                api = BatchAPI(session, provider, settings.timeout, job.models)
-                if batcher.settings.batch:  # first, so the provider's clock starts
-                    await batcher.submit(api, _batch_pass(job, ledger, options, plan, batcher))
-                    tally.total -= batcher.outcome.batched
+                                  if chosen.redo_rejected else None,
+                                  endpoint=job.provider.endpoint,
+                                  spool=spool.folder(job.ledger_path),
+                                  board=Board(job.manifest.routing or Routing()))
+            api = batcher.connect(session, provider) if batcher else None
+            if batcher and api and batcher.settings.batch:  # first: the provider's clock starts
+                await batcher.submit(api, batchmode.to_batch(
+                    job.manifest.tasks(), ledger, options.selection, job.models, plan, batcher,
+                    job.provider.endpoint))
+                tally.total -= batcher.outcome.batched
             # The plan has adopted whatever finished work was on disk: no need to look again.
-            walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
-            if batcher is not None:
-                walked = (w for w in walked if not batcher.takes(w[0]))
+            walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP,
+                          endpoint=job.provider.endpoint)
+            walked = (w for w in walked if not (batcher and batcher.takes(w[0])))
             walked = _note_resent(walked, chosen, scheduler.billed_before, ledger)
             work = redo.with_prompt_suffix(select(walked, chosen, job.models, plan),
                                            options.prompt_suffix)
@@ -271,21 +297,13 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             if batcher and api and batcher.wait and not scheduler.stop and not signalled:
                 await batcher.wait_all(api, signalled)
     return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled,
-                     batcher)
-
-
-def _batch_pass(job: Job, ledger: Ledger, options: RunOptions, plan: Plan,
-                batcher: Batcher) -> Iterator[tuple[Task, str]]:
-    """The tasks to send that can go in a batch, counted into the run's plan."""
-    walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
-    return select((w for w in walked if batcher.takes(w[0])), options.selection, job.models,
-                  plan, batcher.estimate)
+                     notes=scheduler.board.notes, batcher=batcher)
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
               stop: Stop | None, out: Callable[[str], None], run_id: int | None = None,
               signalled: list[signal.Signals] | None = None,
-              batcher: Batcher | None = None) -> int:
+              notes: list[str] | None = None, batcher: Batcher | None = None) -> int:
     """Exit code, the run's ledger row, the summary (text or --json) and abort advice."""
     code = _exit_code(tally, stop, signalled or [], plan.held + (batcher.problems if batcher
                                                                  else 0))
@@ -299,7 +317,8 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
     stopped = None if stop is None else stop.reason
     result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
                            exit_code=code, stopped=stopped, ledger=job.ledger_path,
-                           held=plan.held, batch=batcher.summary() if batcher else None)
+                           held=plan.held, notes=notes or [],
+                           batch=batcher.summary() if batcher else None)
     if options.json:
         out(json.dumps(result, ensure_ascii=False, indent=2))
     else:
@@ -307,18 +326,6 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
     if code == RunAborted.exit_code and stop is not None:
         print(_abort_advice(stop.fatal), file=sys.stderr)
     return code
-
-
-def _pricer(models: Models) -> Callable[[Task, Mapping[str, Any] | None], float]:
-    """USD for one answer: from its usage when the model prices tokens, else the estimate
-    (also for a paid answer we could not use). Never NaN or negative: runs.cost sums it."""
-    def price(task: Task, usage: Mapping[str, Any] | None) -> float:
-        from_usage = models.cost_from_usage(task.model, usage) if usage else None
-        if from_usage is None or not math.isfinite(from_usage) or from_usage < 0:
-            return models.estimate(task)
-        return from_usage
-
-    return price
 
 
 async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: float,
@@ -365,13 +372,22 @@ def _exit_code(tally: Tally, stop: Stop | None, signalled: list[signal.Signals],
 
 def _abort_advice(exc: Exception | None) -> str:
     status = getattr(exc, "status", None)
-    code = getattr(exc, "code", None) or getattr(exc, "type", None)
-    if code in ("insufficient_quota", "insufficient_user_quota"):
-        advice = "top up the account's quota, then run again"
-    elif code == "model_not_found":
+    found = codes(exc) if exc is not None else set()
+    if "insufficient_user_quota" in found:
+        advice = "top up your quota at the gateway, then run again"
+    elif "insufficient_quota" in found:
+        # Passed through from the gateway's upstream: the quota may be the operator's.
+        advice = ("top up the account's quota; if yours has some left, the gateway's own "
+                  "upstream account ran out: tell its operator")
+    elif "model_not_found" in found:
         advice = "pick a model this gateway offers (set `model:` in the manifest)"
     elif status in (401, 403):
-        advice = "check the API key in the provider's environment variable"
+        # The relay passes its upstream's 401 through with the upstream's body: the key
+        # at fault may be the gateway's own, not the user's.
+        advice = ("check the API key in the provider's environment variable; if it is "
+                  "right, the gateway's own upstream key was refused: tell its operator")
+    elif "api_not_implemented" in found or status == 501:
+        advice = "this gateway does not offer that route: set `route:` for the model"
     else:
         advice = "fix the cause above, then run again"
     return f"run aborted: {exc}\nwhat to do: {advice}; finished work is kept and will be skipped."

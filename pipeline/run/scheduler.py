@@ -9,6 +9,7 @@ spent budget or a shutdown request no new request starts.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import time
@@ -24,13 +25,18 @@ from tenacity import RetryCallState
 from pipeline.config.settings import Settings
 from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
 from pipeline.gateway import retry
+from pipeline.gateway.classify import what_stops
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import AdaptiveConcurrency, Throttle
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.store import Attempt, Ledger
+from pipeline.run import outcomes
+from pipeline.run.board import Board, ModelStopped
 from pipeline.run.diskwriter import DiskWriter
+from pipeline.run.outcomes import cause
 from pipeline.run.redo import keep_rejected
-from pipeline.run.saving import save_answer
+from pipeline.run.spool import kept_or_lost
+from pipeline.run.writer import Result, result_of, write_result
 from pipeline.task import Task
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
@@ -84,6 +90,9 @@ class Scheduler:
         price: Callable[[Task, Mapping[str, Any] | None], float],
         throttle: Throttle | None = None,
         key_salt: str = "",
+        endpoint: str | None = None,
+        spool: Path | None = None,
+        board: Board | None = None,
         keep_aside: Mapping[str, list[Path]] | None = None,
     ):
         self.gateway = gateway
@@ -95,10 +104,13 @@ class Scheduler:
         self.throttle = throttle or Throttle()
         self.concurrency = AdaptiveConcurrency(settings.concurrency)
         self.stop = Stop()
+        self.board = board or Board()  # each model's route this run, and stopped models
         # --force asks for new work: a fresh Idempotency-Key, or a gateway that honours
         # keys would hand back the old answer. Without it, a re-sent `unknown` task keeps
         # its key, so such a gateway can return what it already billed.
         self.key_salt = key_salt
+        self.endpoint = endpoint  # "provider@host": recorded with each result
+        self.spool = spool  # where a paid answer waits when its folder refuses it
         # --redo-rejected: task id → its rejected files, renamed aside before the new write.
         self.keep_aside = keep_aside or {}
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
@@ -145,9 +157,13 @@ class Scheduler:
         try:
             async for attempt in policy:
                 with attempt:
-                    answer = await self._attempt(task, fingerprint, key, failed)
+                    answer = await self.board.send(task.model, task.route, functools.partial(
+                        self._attempt, task, fingerprint, key, failed))
         except RequestError as exc:
             self._record_failure(task, fingerprint, exc)
+            return
+        except ModelStopped as exc:
+            self._not_retried(task, fingerprint, failed, exc)
             return
         except Stopped:
             self._not_retried(task, fingerprint, failed)
@@ -161,12 +177,12 @@ class Scheduler:
 
     def _before_sleep(self, task: Task, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        cause = _cause(exc)
-        self.tally.retries_by_cause[cause] += 1
+        why = cause(exc)
+        self.tally.retries_by_cause[why] += 1
         self.tally.retrying += 1
         wait = state.next_action.sleep if state.next_action else 0
         event(logging.INFO, "task retry", id=task.id, attempt=state.attempt_number,
-              cause=cause, wait_s=round(wait, 2), error=str(exc))
+              cause=why, wait_s=round(wait, 2), error=str(exc))
 
     async def _gate(self) -> float:
         """Wait for the server's cooldown and the pacer's turn, and return the departure
@@ -183,8 +199,11 @@ class Scheduler:
 
     async def _depart(self, task: Task, fingerprint: str, number: int,
                       departure: Departure) -> None:
-        """Called by the gateway with the body built, right before the request is written."""
+        """Called by the gateway with the body built, right before the request is written
+        (ModelStopped when the task's model stopped meanwhile)."""
+        self.board.check(task.model)
         departed = await self._gate()
+        self.board.check(task.model)
         if number == 1:
             self.ledger.mark_submitted(self.run_id, task, fingerprint)
         self.tally.in_flight += 1
@@ -192,7 +211,7 @@ class Scheduler:
         departure.at, departure.wall, departure.started = departed, time.time(), time.monotonic()
 
     async def _attempt(self, task: Task, fingerprint: str, key: str,
-                       failed: list[RequestError]) -> Answer:
+                       failed: list[RequestError], route: str) -> Answer:
         """One attempt; a failed one's error is appended to `failed` (one per attempt)."""
         number = len(failed) + 1
         if number > 1:
@@ -201,7 +220,7 @@ class Scheduler:
             departure = Departure()
             ready = functools.partial(self._depart, task, fingerprint, number, departure)
             try:
-                answer = await self.gateway.edit(task, key, ready=ready)
+                answer = await self.gateway.edit(task, key, route, ready=ready)
             except RequestError as exc:
                 self._on_paid_unusable(task, exc, failed)
                 self._count_billed(task, exc, failed)
@@ -271,11 +290,12 @@ class Scheduler:
             self.stop.set(f"the gateway refused the run: {exc}", exc)
             event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
         outcome = {"retry": "retry", "unknown": "unknown", "terminal": "failed",
+                   "model": "failed", "route": "failed",
                    "fatal": "aborted"}[verdict.value]
         self.ledger.record_attempt(Attempt(
             task_id=task.id, run_id=self.run_id, number=number, started_at=departure.wall,
             latency_s=time.monotonic() - departure.started,
-            status=getattr(exc, "status", None), error_type=_cause(exc),
+            status=getattr(exc, "status", None), error_type=cause(exc),
             error_code=getattr(exc, "code", None), message=str(exc)[:500],
             request_id=getattr(exc, "request_id", None), outcome=outcome))
 
@@ -287,47 +307,87 @@ class Scheduler:
             error_code=None, message=reason, request_id=None, outcome="unknown"))
         return OutcomeUnknown(reason)
 
-    def _not_retried(self, task: Task, fingerprint: str, failed: list[RequestError]) -> None:
-        """Launching stopped (or the grace ran out) before the task's next attempt: it keeps
-        what its last attempt came to, so a request that may have been billed stays
-        `unknown`. A task never sent stays as it was, for the next run."""
-        if not failed:
+    def _not_retried(self, task: Task, fingerprint: str, failed: list[RequestError],
+                     stopped: ModelStopped | None = None) -> None:
+        """Launching (or the task's model) stopped before the task's next attempt: it keeps
+        what its last attempt came to (maybe billed: `unknown`). One never sent stays as it
+        was for the next run, unless its model stopped: failed (not terminal), with why."""
+        if not failed and stopped is None:
             return
-        last = failed[-1]
-        reason = f"{last} (not retried: {self.stop.reason or 'the run was cancelled'})"
-        if retry.classify(last) is retry.Verdict.UNKNOWN:
-            self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
-            self.tally.unknown += 1
-        else:
-            self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
-                                    error_type=_cause(last), error_code=getattr(last, "code", None))
-            self.tally.failed += 1
-        self.tally.failure(task.id, reason)
+        why = str(stopped) if stopped else f"not retried: {self.stop.reason or 'cancelled'}"
+        last = failed[-1] if failed else None
+        outcomes.mark(self.ledger, self.tally, task, fingerprint, last,
+                      f"{last} ({why})" if last else why, terminal=False)
 
     def _record_failure(self, task: Task, fingerprint: str, exc: RequestError) -> None:
-        verdict = retry.classify(exc)
-        reason = str(exc)
-        if verdict is retry.Verdict.UNKNOWN:
-            self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
-            self.tally.unknown += 1
-        else:
-            self.ledger.mark_failed(
-                task.id, fingerprint, terminal=verdict is retry.Verdict.TERMINAL, reason=reason,
-                error_type=_cause(exc), error_code=getattr(exc, "code", None))
-            self.tally.failed += 1
-        self.tally.failure(task.id, reason)
+        verdict, stops, reason = retry.classify(exc), what_stops(exc), str(exc)
+        if stops == "model":
+            self.board.stop(task.model, reason)
+        elif stops == "run":
+            self.stop.set(f"the gateway refused the run: {exc}", exc)
+            event(logging.ERROR, "run aborted", id=task.id, error=reason)
+        # When the gateway stops a model or the run, the task is not at fault: a later
+        # run sends it again (not terminal).
+        terminal = stops is None and verdict in (retry.Verdict.TERMINAL, retry.Verdict.ROUTE)
+        outcomes.mark(self.ledger, self.tally, task, fingerprint, exc, reason, terminal=terminal)
         label = {"unknown": "task unknown", "fatal": "task aborted"}.get(verdict, "task failed")
-        event(logging.WARNING, label, id=task.id, terminal=verdict is retry.Verdict.TERMINAL,
-              error=reason,
+        event(logging.WARNING, label, id=task.id, terminal=terminal, error=reason,
               code=getattr(exc, "code", None))
 
     async def _save(self, task: Task, fingerprint: str, answer: Answer, attempts: int) -> None:
         cost = self.price(task, answer.usage)
-        aside = self.keep_aside.get(task.id)
-        await save_answer(task, fingerprint, answer, attempts=attempts, cost=cost,
-                          ledger=self.ledger, tally=self.tally, disk=self.disk.run,
-                          before_write=functools.partial(keep_rejected, aside) if aside else None)
+        record: dict[str, Any] = {
+            "task_id": task.id, "fingerprint": fingerprint, "model": task.model,
+            "route": answer.route,
+            "prompt": task.prompt, "request": dict(task.fields),
+            "inputs": [str(p) for p in task.images],
+            "mask": str(task.mask) if task.mask else None,
+            "usage": answer.usage, "revised_prompt": answer.revised_prompt,
+            "request_id": answer.request_id, "attempts": attempts, "cost": cost,
+            "finished_at": time.time(), "endpoint": self.endpoint,
+        }
+        if answer.notes:
+            record["notes"] = list(answer.notes)
+        result = result_of(task, fingerprint, answer.images, answer.formats, record)
+
+        def write() -> list[Any]:
+            if task.id in self.keep_aside:
+                keep_rejected(self.keep_aside[task.id])
+            return write_result(result)
+
+        try:
+            # Disk writes (with fsync) go to a thread so the event loop keeps sending.
+            written = await self.disk.run(write)
+        except OSError as exc:
+            self._not_written(task, fingerprint, result, exc, record)
+            return
+        outputs = result.outputs
+        self.ledger.mark_succeeded(task.id, fingerprint, outputs, result.sidecar,
+                                   usage=answer.usage, cost=cost, request_id=answer.request_id,
+                                   written=written, endpoint=self.endpoint)
+        event(logging.INFO, "task succeeded", id=task.id, attempts=attempts,
+              outputs=",".join(str(p) for p in outputs), cost=round(cost, 4))
+        self.tally.succeeded += 1
+        self.tally.wrote([str(p) for p in outputs])
+        self.tally.spent += cost
         self._check_budget()
+
+    def _not_written(self, task: Task, fingerprint: str, result: Result,
+                     exc: OSError, record: dict[str, Any]) -> None:
+        """A paid answer its folder refused: kept in the spool, launching stops."""
+        where = result.outputs[0].parent
+        reason = kept_or_lost(self.spool, result, exc, record) if self.spool else str(exc)
+        self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
+                                error_type="not_written", error_code=errno.errorcode.get(
+                                    exc.errno or 0))
+        self.ledger.flush()
+        self.tally.failed += 1
+        self.tally.spent += record["cost"]
+        self.tally.failure(task.id, reason)
+        event(logging.ERROR, "task not written", id=task.id, error=reason)
+        self.stop.set(f"cannot write to {where} ({exc.strerror or exc}); paid results are kept"
+                      " beside the ledger and the next run writes them without a new request")
+
 
 def _without_frames(exc: RequestError) -> RequestError:
     """The error, kept for the task's next attempts without the frames it was raised
@@ -338,8 +398,3 @@ def _without_frames(exc: RequestError) -> RequestError:
         seen = seen.__cause__ or seen.__context__
     return exc
 
-
-def _cause(exc: BaseException | None) -> str:
-    if isinstance(exc, StatusError):
-        return exc.code or exc.type or f"http_{exc.status}"
-    return getattr(exc, "kind", type(exc).__name__)

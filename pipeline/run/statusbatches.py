@@ -35,7 +35,8 @@ def collect_batches(options: RunOptions) -> None:
             for name in sorted({r.provider for r in Batches(ledger).open()}):
                 provider = load_provider(config_dir(options.config), name, options.base_url)
                 batcher = batcher_for(dataclasses.replace(job, provider=provider), ledger, options)
-                batcher.collect_now()
+                if batcher is None:  # cannot be: there are open batches
+                    continue
                 ledger.finish_run(batcher.run_id, EXIT_FAILED if batcher.problems else EXIT_OK,
                                   dict(batcher.outcome.collected))
     except LockHeld:

@@ -45,7 +45,6 @@ from pipeline.simulator.batchlines import (
 from pipeline.simulator.faults import error_response
 from pipeline.simulator.holds import Holds
 from pipeline.simulator.render import RenderCache
-from pipeline.simulator.request import Edit
 
 FILE_MAX_BYTES = 200 * 1024 * 1024  # OpenAI's limit for a batch input file
 PURPOSES = ("batch", "vision", "user_data", "batch_output")
@@ -85,8 +84,8 @@ def _error(status: int, message: str, code: str | None = "invalid_value",
 
 
 class BatchAPI:
-    def __init__(self, cache: RenderCache, usage: Callable[[Edit], dict[str, Any]]):
-        self.lines = LineRunner(cache, usage)
+    def __init__(self, cache: RenderCache):
+        self.lines = LineRunner(cache)
         self.holds = Holds()
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, dict[str, Any]] = {}  # insertion order: oldest first
@@ -311,9 +310,8 @@ class BatchAPI:
             "seconds": self.seconds, "faults": self.faults.__dict__})
 
 
-def add_routes(app: web.Application, cache: RenderCache,
-               usage: Callable[[Edit], dict[str, Any]]) -> BatchAPI:
-    api = BatchAPI(cache, usage)
+def add_routes(app: web.Application, cache: RenderCache) -> BatchAPI:
+    api = BatchAPI(cache)
     auth = _authorized
     app.router.add_post("/v1/files", auth(api.create_file))
     app.router.add_get("/v1/files/{file_id}", auth(api.get_file))

@@ -20,13 +20,14 @@ import binascii
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.simulator.faults import NOT_AN_IMAGE
 from pipeline.simulator.render import RenderCache, open_inputs, render
 from pipeline.simulator.request import Edit, GatewayError, Part, parse_edit
+from pipeline.simulator.usage import usage
 from pipeline.task import IMAGE_FORMATS
 
 ENDPOINT = "/v1/images/edits"
@@ -115,9 +116,8 @@ def parts_of(body: Any, files: Mapping[str, bytes]) -> list[Part]:
 class LineRunner:
     """Runs lines with the live edit's code and render cache."""
 
-    def __init__(self, cache: RenderCache, usage: Callable[[Edit], dict[str, Any]]):
+    def __init__(self, cache: RenderCache):
         self.cache = cache
-        self.usage = usage
 
     async def run(self, line: Mapping[str, Any], files: Mapping[str, bytes],
                   faults: BatchFaults) -> dict[str, Any]:
@@ -143,7 +143,8 @@ class LineRunner:
             self.cache.put(edit.render_key, rendered)
         return {"created": int(time.time()), "data": [{"b64_json": rendered.b64}] * edit.n,
                 "background": edit.background, "output_format": edit.output_format,
-                "size": "{}x{}".format(*edit.size), "usage": self.usage(edit)}
+                "size": "{}x{}".format(*edit.size),
+                "usage": usage(edit.prompt, edit.quality, edit.size, edit.n, rendered.inputs)}
 
 
 def _hostile() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pipeline.views.tally import Tally
 
 def build(manifest: Path, tally: Tally, plan: Plan, *, provider: str, exit_code: int,
           stopped: str | None, ledger: Path, held: int = 0,
+          notes: list[str] | None = None,
           batch: dict[str, Any] | None = None) -> dict[str, Any]:
     """`held`: failed or unknown tasks this run's flags left unsent. `batch`: what batch
     mode submitted, collected, spent and saved (run/batch.py), when it played a part."""
@@ -40,6 +41,7 @@ def build(manifest: Path, tally: Tally, plan: Plan, *, provider: str, exit_code:
         "elapsed_s": round(elapsed, 3),
         "tasks_per_s": round(tally.done / elapsed, 3) if elapsed > 0 else 0.0,
         "stopped": stopped,
+        "notes": list(notes or []),  # route switches and models stopped during the run
         "failures": [{"id": i, "reason": r} for i, r in tally.failures],
         "outputs": tally.outputs,
         "reprocess": reprocess,
@@ -80,6 +82,7 @@ def text(s: dict[str, Any]) -> str:
                      "billed (see `imgedit status`)")
     if s["stopped"]:
         lines.append(f"stopped: {s['stopped']}")
+    lines += [f"note: {note}" for note in s.get("notes", [])]
     for failure in s["failures"][:5]:
         lines.append(f"  failed {failure['id']}: {failure['reason']}")
     if s["reprocess"]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from pipeline.ledger import migrations
 from pipeline.ledger.batches import ABANDONED, SUBMITTING, Batches
 from pipeline.ledger.plan import Category, categorise
+from pipeline.ledger.records import TaskState
 from pipeline.ledger.store import Ledger
 from pipeline.task import State
 from tests.ledger.test_ledger import make_task
@@ -41,8 +42,8 @@ def test_intent_first_then_the_provider_s_view_then_collected(tmp_path: Path) ->
         (row,) = book.open()
         assert (row.id, row.status, row.total) == (None, SUBMITTING, 3)
         assert book.waiting("tok") == {"a": "fp-a", "b": "fp-b", "c": "fp-c"}
-        assert categorise(pairs[0][0], "fp-changed", ("fp-a", State.BATCHED, False, [])) \
-            is Category.BATCHED  # never sent again while its batch may answer it
+        waiting = TaskState("fp-a", State.BATCHED, False, [])
+        assert categorise(pairs[0][0], "fp-changed", waiting) is Category.BATCHED
 
         book.update("tok", {"id": "batch_1", "status": "expired", "created_at": 1_700_000_000,
                             "expired_at": 1_700_000_100, "output_file_id": "file-o",

@@ -64,7 +64,8 @@ def standalone() -> Iterator[Sim]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "simulate", "--port", "0"], cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PYTHONPATH": str(ROOT),
-                                                              "PATH": "/usr/bin:/bin"})
+                                                              "PATH": "/usr/bin:/bin",
+                                                              "IMGEDIT_API_KEY": TEST_KEY})
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert "listening on" in line, line + (proc.stderr.read() if proc.stderr else "")

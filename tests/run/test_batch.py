@@ -248,15 +248,23 @@ def test_mixed_manifest_dalle2_goes_live_the_rest_batches(cli: Cli, batch_sim: S
 
 def test_max_cost_and_estimate_count_batch_prices(cli: Cli, batch_sim: Sim,
                                                   tmp_path: Path) -> None:
-    job(tmp_path, 4)  # 4 x $0.011 live = $0.044; $0.022 at batch prices
+    job(tmp_path, 40)
     cli = cli_for(cli, batch_sim)
-    dry = cli("run", "job.yaml", "--dry-run")
-    assert "estimated cost $0.02 at batch prices" in dry.stdout
+
+    def estimate(*args: str) -> float:
+        line = cli("run", "job.yaml", "--dry-run", *args).stdout
+        return float(line.split("estimated cost $")[1].split()[0])
+
+    at_batch = estimate()
+    assert "at batch prices" in cli("run", "job.yaml", "--dry-run").stdout
     write_manifest(tmp_path, (tmp_path / "job.yaml").read_text().replace(", batch: true", ""))
-    refused = cli("run", "job.yaml", "--max-cost", "0.03")
+    live = estimate()
+    assert at_batch == pytest.approx(live / 2, abs=0.01)
+    budget = str(round((live + at_batch) / 2, 2))  # above the batch price, under the live one
+    refused = cli("run", "job.yaml", "--max-cost", budget)
     assert refused.returncode == 2 and "above --max-cost" in refused.stderr
-    code, summary = run_json(cli, "--max-cost", "0.03", "--batch")
-    assert code == 0 and summary["batch"]["batched"] == 4
+    code, summary = run_json(cli, "--max-cost", budget, "--batch")
+    assert code == 0 and summary["batch"]["batched"] == 40
 
 
 def test_a_provider_without_a_batch_api_is_refused(cli: Cli, tmp_path: Path) -> None:
