@@ -46,11 +46,18 @@ class InputError(ImgeditError):
 
 
 class ManifestError(InputError):
+    """`problems` holds every one; the message shows the first SHOWN, then a count."""
+
+    SHOWN = 20  # a screenful: 184 lines of the same mistake help nobody
+
     def __init__(self, problems: list[Problem]):
         self.problems = problems
-        lines = "\n".join(f"  {p}" for p in problems)
+        lines = [f"  {p}" for p in problems[: self.SHOWN]]
+        if len(problems) > self.SHOWN:
+            lines.append(f"  ... and {len(problems) - self.SHOWN} more (`imgedit validate "
+                         "MANIFEST --json` lists every one)")
         noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{len(problems)} {noun} found; nothing was sent:\n{lines}")
+        super().__init__(f"{len(problems)} {noun} found; nothing was sent:\n" + "\n".join(lines))
 
 
 class ConfigError(InputError):

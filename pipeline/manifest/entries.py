@@ -8,6 +8,7 @@ must: ids are counted only when a derived id could repeat.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -17,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import Problem
-from pipeline.manifest import csvsource, globsource
+from pipeline.manifest import compare, csvsource, globsource, prepared
 from pipeline.manifest.yamlpos import LineMap
-from pipeline.task import IMAGE_FORMATS, REQUEST_FIELDS, Location, Task
+from pipeline.task import IMAGE_FORMATS, REQUEST_FIELDS, Location, Prepare, Task
 
 DEFAULT_OUTPUT = "{dir}/{stem}.edited.{ext}"
-TASK_KEYS = ("id", "images", "mask", "prompt", "output", *REQUEST_FIELDS, "glob", "csv")
+TASK_KEYS = ("id", "images", "mask", "prompt", "output", *REQUEST_FIELDS, "models", "prepare",
+             "glob", "exclude", "csv")
 # Keys whose text a csv row fills; `output` keeps its placeholders for Task.output_path.
 CSV_FILLED = ("images", "mask", "prompt", *REQUEST_FIELDS)
 # Without these an entry cannot become tasks at all; other bad values are left out and reported.
-_STRUCTURAL = ("images", "mask", "glob", "csv")
+_STRUCTURAL = ("images", "mask", "glob", "exclude", "csv", "models")
 _CHOICES = {
     "background": ("transparent", "opaque", "auto"),
     "output_format": tuple(IMAGE_FORMATS),
@@ -53,10 +55,15 @@ def check_value(key: str, value: Any) -> str | None:
     elif key == "size":
         if not isinstance(value, str) or not _SIZE.match(value):
             return f"{value!r} is not like 1024x1024 or auto"
-    elif key == "images":
+    elif key in ("images", "glob", "exclude"):
         items = value if isinstance(value, list) else [value]
         if not items or not all(isinstance(v, str) and v.strip() for v in items):
-            return "expected a file name or a list of file names"
+            what = "file name" if key == "images" else "pattern"
+            return f"expected a {what} or a list of {what}s"
+    elif key == "models":
+        return compare.check(value)
+    elif key == "prepare":
+        return prepared.check(value)
     elif not ((isinstance(value, str) and value.strip()) or (key == "id" and _is_int(value))):
         return f"expected text, got {value!r}"
     return None
@@ -110,17 +117,10 @@ def parse_entry(index: int, raw: Any, where: Location, defaults: Mapping[str, An
     kind = "glob" if "glob" in raw else "csv" if "csv" in raw else "task"
     lines = {**default_lines, **{str(k): raw.line_of(k) for k in raw}}
     entry = Entry(index, where, kind, {}, lines)
-    problems: list[Problem] = []
-    values = dict(defaults)
-    for key, value in raw.items():
-        if key not in TASK_KEYS:
-            problems.append(Problem(entry.at(str(key)), entry.name(str(key)),
-                                    did_you_mean(key, TASK_KEYS)))
-        else:
-            values[key] = value
-    if "glob" in raw and "csv" in raw:
-        problems.append(Problem(entry.at("csv"), entry.name("csv"),
-                                "an entry takes glob or csv, not both: split it in two"))
+    problems = [Problem(entry.at(str(key)), entry.name(str(key)), did_you_mean(key, TASK_KEYS))
+                for key in raw if key not in TASK_KEYS]
+    values = compare.settle(defaults, {k: v for k, v in raw.items() if k in TASK_KEYS})
+    problems += _combination_problems(entry, raw, values)
     broken = False
     for key, value in list(values.items()):
         if kind == "csv" and key in CSV_FILLED and any(map(has_placeholders, as_list(value))):
@@ -139,6 +139,9 @@ def parse_entry(index: int, raw: Any, where: Location, defaults: Mapping[str, An
         hint = "e.g. images: 'catalog/{sku}.jpg'" if kind == "csv" else "the file(s) to edit"
         problems.append(Problem(where, entry.name("images"), f"missing: give {hint}"))
         broken = True
+    if compare.names(values):
+        lines["model"] = lines.get("models", where.line)  # a model's problem points at models:
+        values.setdefault("output", compare.DEFAULT_OUTPUT)
     if "id" in values:
         values["id"] = str(values["id"])
         if kind == "glob" and (wrong := _glob_id_problem(values["id"])):
@@ -146,6 +149,23 @@ def parse_entry(index: int, raw: Any, where: Location, defaults: Mapping[str, An
             del values["id"]
     return Entry(index, where, kind, values, lines, tuple(problems),
                  expandable=not broken and not ("glob" in raw and "csv" in raw))
+
+
+def _combination_problems(entry: Entry, raw: LineMap, values: Mapping[str, Any]) -> list[Problem]:
+    """Keys that do not go together."""
+    found = []
+    if "glob" in raw and "csv" in raw:
+        found.append((entry.at("csv"), entry.name("csv"),
+                      "an entry takes glob or csv, not both: split it in two"))
+    if "exclude" in raw and "glob" not in raw:
+        found.append((entry.at("exclude"), entry.name("exclude"),
+                      "exclude leaves files out of a glob: this entry has no glob"))
+    if compare.both_given(raw):
+        found.append((entry.at("models"), entry.name("models"),
+                      "give model or models, not both"))
+    if compare.names(values) and (wrong := compare.output_problem(values.get("output"))):
+        found.append((entry.at("output"), entry.name("output"), wrong))
+    return [Problem(*f) for f in found]
 
 
 def _glob_id_problem(template: str) -> str | None:
@@ -169,6 +189,7 @@ class Made:
     problems: tuple[Problem, ...] = ()
     origin: Location | None = None  # the csv row a task came from
     matched: bool = False  # the first image came from the entry's glob
+    warning: Problem | None = None  # worth saying, but not wrong: a glob that matched nothing
 
 
 class _Ids:
@@ -202,7 +223,7 @@ def expand(entries: tuple[Entry, ...], root: Path, default_model: str) -> Iterat
         elif entry.kind == "csv":
             yield from _csv_tasks(build, entry)
         else:
-            yield build(entry, entry.values)
+            yield from build.each(entry, entry.values)
 
 
 def resolve(root: Path, name: str) -> Path:
@@ -223,9 +244,27 @@ class _Builder:
     def __init__(self, root: Path, default_model: str, ids: _Ids):
         self.root, self.default_model, self.ids = root, default_model, ids
 
+    def each(self, entry: Entry, values: Mapping[str, Any], first: Path | None = None,
+             columns: Mapping[str, str] | None = None,
+             origin: Location | None = None) -> Iterator[Made]:
+        """The task, or with `models:` one task per model, each built as if alone."""
+        models = compare.names(values)
+        if not models:
+            yield self(entry, values, first, columns, origin)
+            return
+        base: str | None = None  # one id per source, then one suffix per model
+        for model in models:
+            made = self(entry, {**values, "model": model}, first, columns, origin, base)
+            if made.task is None:
+                yield made
+                continue
+            base = base or made.task.id
+            task = dataclasses.replace(made.task, id=compare.task_id(base, model))
+            yield dataclasses.replace(made, task=task)
+
     def __call__(self, entry: Entry, values: Mapping[str, Any], first: Path | None = None,
                  columns: Mapping[str, str] | None = None,
-                 origin: Location | None = None) -> Made:
+                 origin: Location | None = None, known_id: str | None = None) -> Made:
         root = self.root
         images = ((first,) if first else ()) + tuple(resolve(root, s) for s in
                                                      as_list(values.get("images")))
@@ -235,7 +274,9 @@ class _Builder:
         placeholders = {**(columns or {}), "dir": folder or ".", "stem": Path(name).stem}
         problems: tuple[Problem, ...] = ()
         given = values.get("id")
-        if given is None:
+        if known_id is not None:
+            task_id = known_id
+        elif given is None:
             task_id = self.ids.derive(rel)
         elif entry.kind == "task":
             task_id = str(given)
@@ -246,26 +287,31 @@ class _Builder:
                              for col in empty)
         fields = {k: values[k] for k in REQUEST_FIELDS if k in values}
         fields.setdefault("model", self.default_model)
+        placeholders = {"model": str(fields["model"]), **placeholders}
+        prepare = prepared.parse(values["prepare"]) if "prepare" in values else None
         task = Task(id=task_id, images=images, prompt=str(values.get("prompt") or ""),
                     where=entry.where, root=root, mask=mask, fields=fields,
                     output=str(values.get("output") or DEFAULT_OUTPUT),
-                    placeholders=placeholders)
+                    placeholders=placeholders,
+                    prepare=prepare if isinstance(prepare, Prepare) else None)
         return Made(entry, task, problems, origin, first is not None)
 
 
 def _glob_tasks(build: _Builder, entry: Entry) -> Iterator[Made]:
-    pattern = str(entry.values["glob"])
+    patterns = as_list(entry.values["glob"])
     outputs = globsource.outputs_pattern(str(entry.values.get("output") or DEFAULT_OUTPUT))
     found = False
-    for path in globsource.matches(build.root, pattern):
+    for path in globsource.matches_any(build.root, patterns, as_list(entry.values.get("exclude"))):
         if globsource.is_earlier_output(path, relative(build.root, path), outputs):
             continue  # an earlier run's result, not a new input
         found = True
-        yield build(entry, entry.values, first=path)
+        yield from build.each(entry, entry.values, first=path)
     if not found:
-        message = f"{pattern!r} matches no files under {build.root}: check the pattern"
-        problem = Problem(entry.at("glob"), entry.name("glob"), message)
-        yield Made(entry, None, (problem,))
+        # A nightly `incoming/*.jpg` on a quiet night: nothing to do is not an error.
+        shown = ", ".join(map(repr, patterns))
+        warning = Problem(entry.at("glob"), entry.name("glob"),
+                          f"{shown} matches no files under {build.root}: nothing to do here")
+        yield Made(entry, None, warning=warning)
 
 
 def os_reason(exc: OSError, path: Path) -> str:
@@ -299,7 +345,7 @@ def _csv_rows(build: _Builder, entry: Entry, path: Path) -> Iterator[Made]:
         if problems:
             yield Made(entry, None, tuple(problems), origin)
         else:
-            yield build(entry, values, columns=row.values, origin=origin)
+            yield from build.each(entry, values, columns=row.values, origin=origin)
 
 
 def _missing_columns(entry: Entry, path: Path, columns: list[str]) -> list[Problem]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config.models import FileFacts, Models, probe
 from pipeline.errors import ManifestError, Problem
+from pipeline.manifest import prepared
 from pipeline.manifest.entries import Made, os_reason
 from pipeline.task import IMAGE_FORMATS, Location, Task
 
@@ -38,6 +39,7 @@ class Checked:
     task: Task | None
     problems: tuple[Problem, ...]
     origin: Location | None = None  # the csv row the task came from
+    warning: Problem | None = None  # not wrong, but worth saying (a glob that found nothing)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class ValidationReport:
     cost: float  # USD estimate from models.yaml prices
     by_model: Mapping[str, int]  # tasks per model
     cost_by_model: Mapping[str, float]
+    warnings: tuple[Problem, ...] = ()
 
 
 KnownFormat = Callable[[Path, int, int], "str | None"]
@@ -65,7 +68,7 @@ def validate(manifest: Manifest, models: Models,
     for made in manifest.expand():
         task = made.task
         if task is None:
-            yield Checked(None, made.problems, made.origin)
+            yield Checked(None, made.problems, made.origin, made.warning)
             continue
         problems = list(made.problems)
         facts: dict[Path, FileFacts] = {}
@@ -73,6 +76,8 @@ def validate(manifest: Manifest, models: Models,
             found = files.get(path)
             if isinstance(found, str):
                 problems.append(Problem(made.entry.at(key), made.entry.name(key), found))
+            elif task.prepare is not None:  # the model gets the prepared file, not this one
+                facts[path] = prepared.facts(found, task.prepare, mask=key == "mask")
             else:
                 facts[path] = found
         for name, message in models.check(task, facts):
@@ -100,10 +105,13 @@ def check_all(
     by_model: Counter[str] = Counter()
     cost_by_model: dict[str, float] = {}
     images = outputs = 0
+    warnings: list[Problem] = []
     for problem in manifest.problems:
         found.add(problem, "")
     for checked in validate(manifest, models, known):
         task = checked.task
+        if checked.warning is not None:
+            warnings.append(checked.warning)
         for problem in checked.problems:
             found.add(problem, _label(task, checked.origin))
         if task is None or checked.problems:
@@ -118,7 +126,7 @@ def check_all(
         raise ManifestError(found.result(manifest.path))
     return ValidationReport(tasks=sum(by_model.values()), images=images, outputs=outputs,
                             cost=sum(cost_by_model.values()), by_model=dict(by_model),
-                            cost_by_model=cost_by_model)
+                            cost_by_model=cost_by_model, warnings=tuple(warnings))
 
 
 def _label(task: Task | None, origin: Location | None) -> str:
