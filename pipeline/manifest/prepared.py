@@ -10,6 +10,7 @@ It never opens, decodes or writes an image.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +33,9 @@ def parse(value: Any) -> Prepare | str:
         return "expected a mapping like {max_side: 2048, format: jpeg, quality: 90}"
     unknown = [str(k) for k in value if k not in KEYS]
     if unknown:
-        return f"unknown key {unknown[0]!r}; prepare takes: {', '.join(KEYS)}"
+        close = difflib.get_close_matches(unknown[0], KEYS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"prepare takes: {', '.join(KEYS)}"
+        return f"unknown key {unknown[0]!r}; {hint}"
     side, fmt, quality = value.get("max_side"), value.get("format"), value.get("quality", 90)
     if side is not None and not (_whole(side) and 16 <= side <= 16384):
         return f"max_side {side!r} must be a whole number of pixels from 16 to 16384"

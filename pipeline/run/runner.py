@@ -43,6 +43,7 @@ from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
+from pipeline.run.prepare import Preparer, cache_folder
 from pipeline.run.scheduler import Scheduler, Stop
 from pipeline.simulator.app import SimulatorOptions, running_simulator
 from pipeline.task import Task
@@ -182,7 +183,9 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             gateway = Gateway(session, provider, settings.timeout)
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
-                                  key_salt=f":run{run_id}" if options.selection.force else "")
+                                  key_salt=f":run{run_id}" if options.selection.force else "",
+                                  preparer=Preparer(cache_folder(job.ledger_path), ledger,
+                                                    job.models))
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
             walked = _note_resent(walked, options.selection, scheduler.unknown_resent)

@@ -28,6 +28,7 @@ from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.sidecar import write_sidecar
 from pipeline.ledger.store import Attempt, Ledger
+from pipeline.run.prepare import Preparer, PrepareFailed
 from pipeline.run.writer import write_outputs
 from pipeline.task import Task
 from pipeline.views.logs import event
@@ -76,6 +77,7 @@ class Scheduler:
         limiter: RateLimiter | None = None,
         cooldown: Cooldown | None = None,
         key_salt: str = "",
+        preparer: Preparer | None = None,
     ):
         self.gateway = gateway
         self.ledger = ledger
@@ -91,6 +93,7 @@ class Scheduler:
         # keys would hand back the old answer. Without it, a re-sent `unknown` task keeps
         # its key, so such a gateway can return what it already billed.
         self.key_salt = key_salt
+        self.preparer = preparer  # inputs downscaled/converted before upload (prepare:)
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
         self.disk = anyio.CapacityLimiter(4)
@@ -126,6 +129,14 @@ class Scheduler:
 
     async def _process(self, task: Task, fingerprint: str) -> None:
         key = idempotency_key(task.id, fingerprint + self.key_salt)
+        try:
+            upload = task if self.preparer is None else await self.preparer(task)
+        except PrepareFailed as exc:  # nothing was sent: a terminal failure of this task
+            self.ledger.mark_failed(task.id, fingerprint, terminal=True, reason=str(exc),
+                                    error_type="prepare", error_code=None)
+            self.tally.failed += 1
+            self.tally.failure(task.id, str(exc))
+            return
         failed: list[RequestError] = []  # each failed attempt's error, oldest first
         policy = retry.policy(
             retries=self.settings.retries, deadline=self.settings.task_deadline,
@@ -134,7 +145,7 @@ class Scheduler:
         try:
             async for attempt in policy:
                 with attempt:
-                    answer = await self._attempt(task, fingerprint, key, failed)
+                    answer = await self._attempt(task, fingerprint, key, failed, upload)
         except RequestError as exc:
             self._record_failure(task, fingerprint, exc)
             return
@@ -172,7 +183,7 @@ class Scheduler:
             raise Stopped
 
     async def _attempt(self, task: Task, fingerprint: str, key: str,
-                       failed: list[RequestError]) -> Answer:
+                       failed: list[RequestError], upload: Task) -> Answer:
         """One attempt; a failed one's error is appended to `failed` (one per attempt)."""
         number = len(failed) + 1
         if number > 1:
@@ -188,7 +199,7 @@ class Scheduler:
             self.tally.sent()
             started_wall, started = time.time(), time.monotonic()
             try:
-                answer = await self.gateway.edit(task, key)
+                answer = await self.gateway.edit(upload, key)
             except RequestError as exc:
                 self._on_error(task, exc, number, started_wall, time.monotonic() - started)
                 failed.append(exc)
