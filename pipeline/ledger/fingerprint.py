@@ -1,8 +1,9 @@
 """Fingerprints: what a task asks for, as one hash, so a finished task is never paid for twice.
 
 Owns the fingerprint of a task (model, prompt, request fields, the content
-hashes of its inputs and mask, in order, and its `prepare:` settings), the content hash of a file behind a
-(path, size, mtime) cache, and the Idempotency-Key a task sends on every attempt.
+hashes of its inputs and mask, in order, and its `prepare:` settings), the
+content hash of a file behind a (path, size, mtime) cache, and the
+Idempotency-Key a task sends on every attempt.
 
 It must never hash paths (moving an identical file is not a change) or the
 output template (where a result goes is not what was asked), and never re-read

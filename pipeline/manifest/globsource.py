@@ -74,7 +74,8 @@ def matches_any(root: Path, patterns: list[str], exclude: list[str]) -> Iterator
     An exclude pattern without a `/` is matched against the file name in any folder
     (`*-mask.png`); with one, against the path relative to `root` (`old/**`).
     """
-    by_name, by_path = [], []
+    by_name: list[re.Pattern[str]] = []
+    by_path: list[re.Pattern[str]] = []
     for pattern in exclude:
         parts = [p for p in pattern.replace("\\", "/").split("/") if p not in ("", ".")]
         if parts and parts[-1] == "**":

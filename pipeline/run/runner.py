@@ -67,6 +67,34 @@ class RunOptions:
     dry_run: bool = False
     json: bool = False
     quiet: bool = False
+    signals: bool = True  # watch SIGINT/SIGTERM (the CLI); a library call leaves them alone
+    # Flags a printed "reprocess with" command must repeat (--base-url, --config...).
+    repeat: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run came to: its exit code and the summary `--json` prints."""
+
+    code: int
+    summary: dict[str, Any]
+    fatal: Exception | None = None  # the gateway's answer that aborted the run (exit 3)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What validate (or --dry-run) found: the plan, and warnings worth saying."""
+
+    job: Job
+    plan: Plan
+    warnings: tuple[str, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """What `validate --json` prints."""
+        provider = self.job.provider
+        return summary.plan_dict(self.job.manifest.path, self.plan, self.warnings,
+                                 endpoint=summary.endpoint(provider.name, provider.base_url),
+                                 simulated=simulated(provider))
 
 
 @dataclass
@@ -109,18 +137,74 @@ def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
     return plan
 
 
-def _check(job: Job, ledger: Ledger) -> None:
-    """Every file, id, output and model limit; raises ManifestError with all problems."""
-    check_all(job.manifest, job.models, known=ledger.known_format)
+def _check(job: Job, ledger: Ledger) -> tuple[str, ...]:
+    """Every file, id, output and model limit; raises ManifestError with all problems.
+    Returns the warnings (a glob that matched nothing)."""
+    report = check_all(job.manifest, job.models, known=ledger.known_format)
+    return tuple(str(w) for w in report.warnings)
 
 
 def run(options: RunOptions, out: Callable[[str], None]) -> int:
-    job = prepare(options)
+    """The command line's run and validate: print what happened, return the exit code."""
     if options.dry_run:
-        return _dry_run(job, options, out)
+        planned = check(options).summary()
+        _warn(planned["warnings"], options)
+        out(json.dumps(planned, ensure_ascii=False, indent=2) if options.json
+            else summary.plan_text(planned))
+        return EXIT_OK
+    outcome = execute(options)
+    result = outcome.summary
+    _warn(result["warnings"], options)
+    if options.json:
+        out(json.dumps(result, ensure_ascii=False, indent=2))
+    elif not (options.quiet and outcome.code == EXIT_OK):  # cron mails nothing on a good night
+        print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
+    if outcome.code == RunAborted.exit_code:
+        print(_abort_advice(outcome.fatal), file=sys.stderr)
+    return outcome.code
+
+
+def _warn(warnings: Iterable[str], options: RunOptions) -> None:
+    for warning in warnings:
+        event(logging.WARNING, "manifest warning", warning=warning)
+        if not options.quiet:
+            print(f"warning: {warning}", file=sys.stderr)
+
+
+def check(options: RunOptions) -> Checked:
+    """validate / --dry-run: no lock, no writes; an existing ledger is only read."""
+    job = prepare(options)
+    with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
+        path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
+        with Ledger.open(path, recover=False) as ledger:
+            warnings = _check(job, ledger)
+            plan = plan_only(job, ledger, options.selection, found=Found.COUNT)
+    return Checked(job, plan, warnings)
+
+
+def execute(options: RunOptions) -> Outcome:
+    """A whole run, start to summary; raises InputError (2), LockHeld (75)."""
+    with _planned(options) as (job, ledger, plan, warnings):
+        if plan.to_send == 0:  # a finished catalog: no second pass, no simulator, no session
+            return _conclude(job, ledger, options, Tally(), plan, Stop(), warnings)
+        return anyio.run(_send, job, ledger, options, plan.to_send, warnings)
+
+
+async def execute_async(options: RunOptions) -> Outcome:
+    """The same, inside the caller's event loop (the checks before sending block it)."""
+    with _planned(options) as (job, ledger, plan, warnings):
+        if plan.to_send == 0:
+            return _conclude(job, ledger, options, Tally(), plan, Stop(), warnings)
+        return await _send(job, ledger, options, plan.to_send, warnings)
+
+
+@contextlib.contextmanager
+def _planned(options: RunOptions) -> Iterator[tuple[Job, Ledger, Plan, tuple[str, ...]]]:
+    """Validated, locked, planned and within budget, or an InputError before anything."""
+    job = prepare(options)
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
     with lock, Ledger.open(job.ledger_path) as ledger:
-        _check(job, ledger)
+        warnings = _check(job, ledger)
         plan = plan_only(job, ledger, options.selection)
         max_cost = job.settings.max_cost
         if max_cost is not None and plan.estimate > max_cost:
@@ -128,30 +212,14 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
                 f"the estimated cost ${plan.estimate:.2f} is above --max-cost {max_cost:g}; "
                 "raise the budget or narrow the run with --limit / --only")
         if plan.to_send and job.provider.api_key is None:
-            raise ConfigError(
-                f"no API key: set {job.provider.api_key_env or 'IMGEDIT_API_KEY'} "
-                "(or IMGEDIT_API_KEY) in the environment")
-        if plan.to_send == 0:  # a finished catalog: no second pass, no simulator, no session
-            return _conclude(job, ledger, options, Tally(), plan, Stop(), out)
-        return anyio.run(_send, job, ledger, options, plan.to_send, out)
+            names = dict.fromkeys(filter(None, (job.provider.api_key_env, "IMGEDIT_API_KEY")))
+            raise ConfigError(f"no API key: set {' or '.join(names)} in the environment")
+        yield job, ledger, plan, warnings
 
 
-def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
-    """validate / --dry-run: no lock, no writes; an existing ledger is only read."""
-    with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
-        path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
-        with Ledger.open(path, recover=False) as ledger:
-            _check(job, ledger)
-            plan = plan_only(job, ledger, options.selection, found=Found.COUNT)
-    out(describe_plan(job, plan))
-    return EXIT_OK
-
-
-def describe_plan(job: Job, plan: Plan) -> str:
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(plan.categories.items())) or "no tasks"
-    return (f"{job.manifest.path}: {sum(plan.categories.values())} tasks ({counts}); "
-            f"would send {plan.to_send}, estimated cost ${plan.estimate:.2f} "
-            f"via {job.provider.name}")
+def simulated(provider: Provider) -> bool:
+    """A rehearsal: the in-process simulator, or the provider named for one."""
+    return provider.simulator is not None or provider.name == "simulator"
 
 
 @contextlib.asynccontextmanager
@@ -164,7 +232,7 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
 
 
 async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
-                out: Callable[[str], None]) -> int:
+                warnings: tuple[str, ...]) -> Outcome:
     settings = job.settings
     tally = Tally(total=to_send)
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
@@ -177,6 +245,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
           provider=job.provider.name, to_send=to_send, concurrency=settings.concurrency,
           rate=settings.rate)
     async with _gateway_url(job.provider) as base_url:
+        endpoint = summary.endpoint(job.provider.name, base_url)
         provider = Provider(**{**job.provider.__dict__, "base_url": base_url})
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -191,20 +260,23 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             walked = _note_resent(walked, options.selection, scheduler.unknown_resent)
             work = select(walked, options.selection, job.models, plan)
             async with anyio.create_task_group() as group:
-                group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
-                                 signalled)
+                if options.signals:
+                    group.start_soon(_watch_signals, scheduler, group.cancel_scope,
+                                     settings.grace, signalled)
                 group.start_soon(functools.partial(
                     progress.show, tally, cooldown.remaining, every=settings.progress_every,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
-    return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled)
+    return _conclude(job, ledger, options, tally, plan, scheduler.stop, warnings, run_id,
+                     signalled, endpoint)
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
-              stop: Stop, out: Callable[[str], None], run_id: int | None = None,
-              signalled: list[signal.Signals] | None = None) -> int:
-    """Exit code, the run's ledger row, the summary (text or --json) and abort advice."""
+              stop: Stop, warnings: tuple[str, ...], run_id: int | None = None,
+              signalled: list[signal.Signals] | None = None,
+              endpoint: str | None = None) -> Outcome:
+    """Exit code, the run's ledger row and the summary."""
     code = _exit_code(tally, stop, signalled or [], plan.held)
     counts = {"succeeded": tally.succeeded, "failed": tally.failed, "unknown": tally.unknown}
     if run_id is None:
@@ -213,16 +285,14 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
     ledger.finish_run(run_id, code, counts)
     event(logging.INFO, "run finished", run_id=run_id, exit_code=code,
           spent=round(tally.spent, 4), **counts)
-    result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
-                           exit_code=code, stopped=stop.reason, ledger=job.ledger_path,
-                           held=plan.held)
-    if options.json:
-        out(json.dumps(result, ensure_ascii=False, indent=2))
-    else:
-        print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
-    if code == RunAborted.exit_code:
-        print(_abort_advice(stop.fatal), file=sys.stderr)
-    return code
+    provider = job.provider
+    result = summary.build(
+        job.manifest.path, tally, plan, provider=provider.name, exit_code=code,
+        stopped=stop.reason, ledger=job.ledger_path, held=plan.held,
+        endpoint=endpoint or summary.endpoint(provider.name, provider.base_url),
+        simulated=simulated(provider),
+        warnings=warnings, repeat=options.repeat)
+    return Outcome(code, result, stop.fatal)
 
 
 def _pricer(models: Models) -> Callable[[Task, Answer], float]:

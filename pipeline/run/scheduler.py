@@ -28,7 +28,7 @@ from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.sidecar import write_sidecar
 from pipeline.ledger.store import Attempt, Ledger
-from pipeline.run.prepare import Preparer, PrepareFailed
+from pipeline.run.prepare import PrepareFailed, Preparer
 from pipeline.run.writer import write_outputs
 from pipeline.task import Task
 from pipeline.views.logs import event
