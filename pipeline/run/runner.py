@@ -166,7 +166,7 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
 
 def _warn(warnings: Iterable[str], options: RunOptions) -> None:
     for warning in warnings:
-        event(logging.WARNING, "manifest warning", warning=warning)
+        event(logging.INFO, "manifest warning", warning=warning)  # a log file keeps it
         if not options.quiet:
             print(f"warning: {warning}", file=sys.stderr)
 
@@ -234,7 +234,7 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
 async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 warnings: tuple[str, ...]) -> Outcome:
     settings = job.settings
-    tally = Tally(total=to_send)
+    tally = Tally(total=to_send, simulated=simulated(job.provider))
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
     signalled: list[signal.Signals] = []
     cooldown = Cooldown()

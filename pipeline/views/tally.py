@@ -19,6 +19,7 @@ class Tally:
     requests: int = 0
     possible_double_charges: int = 0  # attempts after an unknown outcome
     spent: float = 0.0
+    simulated: bool = False  # a rehearsal: `spent` is what it would have cost
     retries_by_cause: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)  # first (id, reason) pairs
     outputs: list[str] = field(default_factory=list)  # first output paths written
