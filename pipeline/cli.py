@@ -38,14 +38,6 @@ def _ledger_option(f: Any) -> Any:
                         ".ledger.sqlite beside the manifest]")(f)
 
 
-def _repeat(provider: str | None, base_url: str | None, config: str | None,
-            ledger: Path | None) -> tuple[str, ...]:
-    """The flags a printed `imgedit run ... --only-failed` must carry to mean the same run."""
-    given = (("--provider", provider), ("--base-url", base_url), ("--config", config),
-             ("--ledger", str(ledger) if ledger else None))
-    return tuple(part for flag, value in given if value for part in (flag, value))
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
                                "max_content_width": 100})
 @click.version_option(package_name="imgedit")
@@ -120,8 +112,7 @@ def run(manifest: Path, config: str | None, provider: str | None, base_url: str 
         flags["retry_unknown"] = False
     options = runner.RunOptions(manifest=manifest, config=config, provider=provider,
                                 base_url=base_url, ledger=ledger, flags=flags,
-                                selection=selection, dry_run=dry_run, json=as_json, quiet=quiet,
-                                repeat=_repeat(provider, base_url, config, ledger))
+                                selection=selection, dry_run=dry_run, json=as_json, quiet=quiet)
     sys.exit(_guard(lambda: runner.run(options, click.echo), as_json))
 
 

@@ -68,8 +68,13 @@ class RunOptions:
     json: bool = False
     quiet: bool = False
     signals: bool = True  # watch SIGINT/SIGTERM (the CLI); a library call leaves them alone
-    # Flags a printed "reprocess with" command must repeat (--base-url, --config...).
-    repeat: tuple[str, ...] = ()
+
+    @property
+    def repeat(self) -> tuple[str, ...]:
+        """The flags a printed `imgedit run ... --only-failed` must carry to mean this run."""
+        given = (("--provider", self.provider), ("--base-url", self.base_url),
+                 ("--config", self.config), ("--ledger", self.ledger))
+        return tuple(part for flag, value in given if value for part in (flag, str(value)))
 
 
 @dataclass(frozen=True)
