@@ -249,8 +249,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
     event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
           provider=job.provider.name, to_send=to_send, concurrency=settings.concurrency,
           rate=settings.rate)
+    endpoint = summary.endpoint(job.provider.name, job.provider.base_url)
     async with _gateway_url(job.provider) as base_url:
-        endpoint = summary.endpoint(job.provider.name, base_url)
         provider = Provider(**{**job.provider.__dict__, "base_url": base_url})
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
