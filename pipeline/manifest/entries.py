@@ -9,9 +9,7 @@ must: ids are counted only when a derived id could repeat.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,9 @@ from typing import Any
 
 from pipeline.errors import Problem
 from pipeline.manifest import compare, csvsource, globsource, prepared
+from pipeline.manifest.values import INTS, as_list, check_value, did_you_mean, has_placeholders
 from pipeline.manifest.yamlpos import LineMap
-from pipeline.task import IMAGE_FORMATS, REQUEST_FIELDS, Location, Prepare, Task
+from pipeline.task import REQUEST_FIELDS, Location, Prepare, Task
 
 DEFAULT_OUTPUT = "{dir}/{stem}.edited.{ext}"
 TASK_KEYS = ("id", "images", "mask", "prompt", "output", *REQUEST_FIELDS, "models", "prepare",
@@ -29,65 +28,6 @@ TASK_KEYS = ("id", "images", "mask", "prompt", "output", *REQUEST_FIELDS, "model
 CSV_FILLED = ("images", "mask", "prompt", *REQUEST_FIELDS)
 # Without these an entry cannot become tasks at all; other bad values are left out and reported.
 _STRUCTURAL = ("images", "mask", "glob", "exclude", "csv", "models")
-_CHOICES = {
-    "background": ("transparent", "opaque", "auto"),
-    "output_format": tuple(IMAGE_FORMATS),
-    "input_fidelity": ("high", "low"),
-    "response_format": ("url", "b64_json"),
-}
-_INTS = {"n": (1, 10), "output_compression": (0, 100)}
-_SIZE = re.compile(r"^(\d+x\d+|auto)$")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_value(key: str, value: Any) -> str | None:
-    """What is wrong with one task or defaults value, or None. Says what is accepted."""
-    if key in _INTS:
-        low, high = _INTS[key]
-        if not _is_int(value) or not low <= value <= high:
-            return f"{value!r} must be a whole number from {low} to {high}"
-    elif key in _CHOICES:
-        if value not in _CHOICES[key]:
-            return f"{value!r} is not one of: {', '.join(_CHOICES[key])}"
-    elif key == "size":
-        if not isinstance(value, str) or not _SIZE.match(value):
-            return f"{value!r} is not like 1024x1024 or auto"
-    elif key in ("images", "glob", "exclude"):
-        items = value if isinstance(value, list) else [value]
-        if not items or not all(isinstance(v, str) and v.strip() for v in items):
-            what = "file name" if key == "images" else "pattern"
-            return f"expected a {what} or a list of {what}s"
-    elif key == "models":
-        return compare.check(value)
-    elif key == "prepare":
-        return prepared.check(value)
-    elif not ((isinstance(value, str) and value.strip()) or (key == "id" and _is_int(value))):
-        return f"expected text, got {value!r}"
-    return None
-
-
-def did_you_mean(key: Any, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(key), known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-    return f"unknown key {str(key)!r}; {hint}"
-
-
-def has_placeholders(value: Any) -> bool:
-    try:
-        return isinstance(value, str) and bool(csvsource.placeholders(value))
-    except ValueError:
-        return False
-
-
-def as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-
-
 @dataclass(frozen=True)
 class Entry:
     """One item of `tasks:` with defaults merged in; glob and csv entries stand for many tasks."""
@@ -387,7 +327,7 @@ def _fill_row(entry: Entry, row: csvsource.Row,
             problems += [Problem(origin, entry.name(key), f"column {col!r} is empty in this "
                                  f"row, and {key} uses {{{col}}}: fill the cell") for col in empty]
         value: Any = filled if isinstance(raw, list) else filled[0]
-        if key in _INTS and isinstance(value, str) and value.strip().isdigit():
+        if key in INTS and isinstance(value, str) and value.strip().isdigit():
             value = int(value)
         wrong = None if problems else check_value(key, value)
         if wrong:

@@ -21,7 +21,8 @@ from typing import Any
 from pipeline.config.settings import parse_rate
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import compare, entries, yamlpos
-from pipeline.manifest.entries import Entry, Made, check_value, did_you_mean, has_placeholders
+from pipeline.manifest.entries import Entry, Made
+from pipeline.manifest.values import check_value, did_you_mean, has_placeholders
 from pipeline.manifest.yamlpos import LineMap
 from pipeline.task import REQUEST_FIELDS, Location, Task
 
