@@ -19,6 +19,7 @@ left to the caller; logs go through the standard `logging` module
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections.abc import Iterable, Mapping
@@ -211,7 +212,12 @@ def run(manifest: PathLike, **options: Unpack[Options]) -> Summary:
     `only=["id"]`, `retry_unknown=False`...). Not inside a running event loop: use run_async."""
     from pipeline.run import runner
 
-    return _summary(runner.execute(_options(manifest, **options)))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _summary(runner.execute(_options(manifest, **options)))
+    raise InputError("api.run was called inside a running event loop (a notebook, an async "
+                     "task): use `await api.run_async(...)` there")
 
 
 async def run_async(manifest: PathLike, **options: Unpack[Options]) -> Summary:

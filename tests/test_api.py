@@ -62,6 +62,12 @@ def test_the_summary_is_the_one_the_cli_prints(job: Path, cli: Cli, sim) -> None
     assert (summary.sent, summary.left_out, summary.plan) == (1, 2, {"done": 1, "new": 2})
 
 
+async def test_run_inside_a_loop_says_to_await_run_async(job: Path, sim) -> None:
+    with pytest.raises(api.InputError, match="use `await api.run_async"):
+        api.run(job, base_url=sim.base_url)
+    assert sim.stats().requests == 0
+
+
 async def test_run_async_in_the_callers_loop(job: Path, sim) -> None:
     summary = await api.run_async(job, base_url=sim.base_url, limit=2)
     assert (summary.sent, summary.succeeded, summary.left_out) == (2, 2, 1)
