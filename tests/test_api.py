@@ -63,7 +63,7 @@ def test_the_summary_is_the_one_the_cli_prints(job: Path, cli: Cli, sim) -> None
 
 
 async def test_run_inside_a_loop_says_to_await_run_async(job: Path, sim) -> None:
-    with pytest.raises(api.InputError, match="use `await api.run_async"):
+    with pytest.raises(api.InputError, match=r"use `await api\.run_async"):
         api.run(job, base_url=sim.base_url)
     assert sim.stats().requests == 0
 

@@ -36,7 +36,12 @@ _KEEP_MODES = {"png": ("RGB", "RGBA", "L", "LA"), "jpeg": ("RGB", "L")}
 
 class PrepareFailed(ImgeditError):
     """An input could not be prepared, or the prepared file breaks the model's limits.
-    Nothing was sent: the task is a terminal failure with this message."""
+    Nothing was sent. `terminal`: the same input would fail the same way (a file that
+    cannot be decoded, a limit); not so when the disk said no (the next run tries again)."""
+
+    def __init__(self, message: str, *, terminal: bool = True):
+        super().__init__(message)
+        self.terminal = terminal
 
 
 def cache_folder(ledger_path: Path) -> Path:
@@ -58,8 +63,12 @@ class Preparer:
         if settings is None:
             return task
         # Hashes come from the ledger (one thread); decoding and encoding go to a thread.
-        jobs = [(path, self._target(path, settings, mask=path is task.mask), path is task.mask)
-                for path in (*task.images, *((task.mask,) if task.mask else ()))]
+        try:
+            jobs = [(p, self._target(p, settings, mask=p is task.mask), p is task.mask)
+                    for p in (*task.images, *((task.mask,) if task.mask else ()))]
+        except OSError as exc:  # gone or unreadable since the check pass
+            raise PrepareFailed(f"cannot read an input to prepare it: {exc}",
+                                terminal=False) from exc
         made: list[Path] = []
         for source, target, mask in jobs:
             made.append(await anyio.to_thread.run_sync(
@@ -95,7 +104,11 @@ def _prepared(source: Path, target: Path, settings: Prepare, mask: bool) -> Path
     if data is None:
         return source  # already as asked: upload the original
     final = target.with_suffix(f".{ext}")
-    write_atomic(final, data)
+    try:
+        write_atomic(final, data)
+    except OSError as exc:
+        raise PrepareFailed(f"cannot write the prepared file {final}: {exc}",
+                            terminal=False) from exc
     return final
 
 

@@ -132,8 +132,8 @@ class Scheduler:
         try:
             upload = task if self.preparer is None else await self.preparer(task)
         except PrepareFailed as exc:  # nothing was sent: a terminal failure of this task
-            self.ledger.mark_failed(task.id, fingerprint, terminal=True, reason=str(exc),
-                                    error_type="prepare", error_code=None)
+            self.ledger.mark_failed(task.id, fingerprint, terminal=exc.terminal,
+                                    reason=str(exc), error_type="prepare", error_code=None)
             self.tally.failed += 1
             self.tally.failure(task.id, str(exc))
             return

@@ -125,3 +125,20 @@ def test_prepare_settings_are_checked(tmp_path: Path, cli: Cli) -> None:
     assert done.returncode == 2
     assert ("job.yaml:5: tasks[0].prepare: unknown key 'qualty'; did you mean 'quality'?"
             in done.stderr)
+
+
+def test_a_cache_that_cannot_be_written_fails_the_task_for_now(tmp_path: Path, cli: Cli,
+                                                               sim) -> None:
+    Image.new("RGB", (300, 200)).save(tmp_path / "a.png")
+    write_manifest(tmp_path, """
+        version: 1
+        tasks:
+          - {images: a.png, prompt: p, model: gpt-image-1, prepare: {format: jpeg}}
+        """)
+    (tmp_path / CACHE_FOLDER).write_text("a file where the cache folder goes")
+    code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url)
+    assert code == 1 and sim.stats().requests == 0
+    assert "cannot write the prepared file" in summary["failures"][0]["reason"]
+    (tmp_path / CACHE_FOLDER).unlink()
+    code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url)  # not terminal
+    assert (code, summary["succeeded"]) == (0, 1)
