@@ -99,7 +99,7 @@ def _prepared(source: Path, target: Path, settings: Prepare, mask: bool) -> Path
         return target
     try:
         data, ext = convert(source, settings, mask=mask)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # a hostile file: Pillow raises many types for corrupt data
         raise PrepareFailed(f"cannot prepare {source}: {exc}") from exc
     if data is None:
         return source  # already as asked: upload the original
