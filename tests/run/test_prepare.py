@@ -142,3 +142,21 @@ def test_a_cache_that_cannot_be_written_fails_the_task_for_now(tmp_path: Path, c
     (tmp_path / CACHE_FOLDER).unlink()
     code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url)  # not terminal
     assert (code, summary["succeeded"]) == (0, 1)
+
+
+def test_a_truncated_photo_fails_its_task_unsent(tmp_path: Path, cli: Cli, sim) -> None:
+    Image.new("RGB", (400, 300), (10, 200, 30)).save(tmp_path / "whole.jpg", quality=95)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    write_manifest(tmp_path, """
+        version: 1
+        defaults: {model: gpt-image-1, prepare: {max_side: 100}}
+        tasks:
+          - {images: cut.jpg, prompt: p}
+          - {images: whole.jpg, prompt: p}
+        """)
+    code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url)
+    assert (code, summary["succeeded"], summary["failed"]) == (1, 1, 1)
+    [failure] = summary["failures"]
+    assert failure["id"] == "cut.jpg" and "cannot prepare" in failure["reason"]
+    assert sim.stats().requests == 1
