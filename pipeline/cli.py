@@ -76,6 +76,11 @@ def _where_options(f: Any) -> Any:
 @click.option("--retry-failed", is_flag=True, help="Also re-attempt terminal failures.")
 @click.option("--only-failed", is_flag=True,
               help="Only tasks whose last outcome was a failure (or unknown).")
+@click.option("--redo-rejected", is_flag=True,
+              help="Only tasks whose result a reviewer rejected (`imgedit review`); the "
+                   "rejected files are kept beside as NAME.rejected-N.EXT.")
+@click.option("--prompt-suffix", metavar="TEXT",
+              help="With --redo-rejected: words added to the prompt for that send.")
 @click.option("--force", is_flag=True, help="Send even tasks that are done.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
@@ -96,7 +101,8 @@ def _where_options(f: Any) -> Any:
               show_default=True, help="json: one object per line, for log collectors.")
 def run(manifest: Path, config: str | None, provider: str | None, base_url: str | None,
         ledger: Path | None, limit: int | None, only: tuple[str, ...], retry_failed: bool,
-        only_failed: bool, force: bool, dry_run: bool, as_json: bool,
+        only_failed: bool, redo_rejected: bool, prompt_suffix: str | None, force: bool,
+        dry_run: bool, as_json: bool,
         no_retry_unknown: bool, quiet: bool, verbose: int, log_file: Path | None,
         log_format: str, **flags: Any) -> None:
     """Run every task of MANIFEST that has not yet succeeded for its current inputs.
@@ -104,15 +110,19 @@ def run(manifest: Path, config: str | None, provider: str | None, base_url: str 
     Exit codes: 0 all done, 1 some failed, 2 bad input (nothing sent), 3 aborted
     (bad key, no quota), 75 another run holds the lock, 130/143 interrupted.
     """
+    if prompt_suffix is not None and not redo_rejected:
+        raise click.UsageError("--prompt-suffix goes with --redo-rejected")
     logs.configure(verbose=verbose, log_file=log_file, fmt=log_format, secrets=_secrets())
     selection = Selection(only=frozenset(only), only_failed=only_failed,
                           retry_failed=retry_failed or only_failed, force=force,
-                          retry_unknown=not no_retry_unknown, limit=limit)
+                          retry_unknown=not no_retry_unknown, limit=limit,
+                          redo_rejected=redo_rejected)
     if no_retry_unknown:
         flags["retry_unknown"] = False
     options = runner.RunOptions(manifest=manifest, config=config, provider=provider,
                                 base_url=base_url, ledger=ledger, flags=flags,
-                                selection=selection, dry_run=dry_run, json=as_json, quiet=quiet)
+                                selection=selection, dry_run=dry_run, json=as_json, quiet=quiet,
+                                prompt_suffix=prompt_suffix)
     sys.exit(_guard(lambda: runner.run(options, click.echo), as_json))
 
 
@@ -264,6 +274,29 @@ def report(manifest: Path, config: str | None, output: Path | None, ledger: Path
         return 0
 
     sys.exit(_guard(write))
+
+
+@main.command(short_help="Approve or reject each result, by keyboard.")
+@click.argument("manifest", type=MANIFEST)
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1; 0 picks a free one.")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path),
+              help="Ledger file (default: <manifest>.ledger.sqlite beside the manifest).")
+@click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
+def review(manifest: Path, port: int, ledger: Path | None, no_browser: bool) -> None:
+    """Serve a page (127.0.0.1 only) to approve or reject each result by keyboard.
+
+    Keys: ←/→ or j/k move, a approve, r reject with a note, u undo. Decisions are
+    saved at once; `imgedit run MANIFEST --redo-rejected` sends the rejected again.
+    """
+    from pipeline.views import review as review_mod
+
+    def serve() -> int:
+        session = review_mod.open_review(manifest, ledger)
+        return review_mod.serve(session, port, browser=not no_browser,
+                                out=lambda line: click.echo(line))
+
+    sys.exit(_guard(serve))
 
 
 @main.command(short_help="Write a starter manifest for the images in a folder.")

@@ -69,6 +69,22 @@ def m002_file_format(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE file_hashes ADD COLUMN format TEXT")
 
 
+@migration
+def m003_reviews(db: sqlite3.Connection) -> None:
+    # A reviewer's decisions, one row each: the latest about a task's current result counts
+    # (reviews.py). `result_at` is the task's `updated_at` when it was reviewed: a new
+    # result (a redo, a changed prompt) has no decision until someone looks at it.
+    db.execute(
+        """CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        result_at TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+        note TEXT, decided_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX reviews_by_task ON reviews (task_id, id)")
+
+
 # A schema change is a new `@migration def m00N_...(db)` here, after the last one.
 
 

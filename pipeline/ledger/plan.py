@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.config.models import Models
 from pipeline.ledger.fingerprint import fingerprint
+from pipeline.ledger.reviews import Reviews
 from pipeline.ledger.sidecar import read_sidecar
 from pipeline.ledger.store import Ledger, TaskState
 from pipeline.task import State, Task
@@ -30,6 +31,7 @@ class Category(enum.StrEnum):
     RETRY = "retry"  # failed with a retryable error, or interrupted: runs again
     FAILED = "failed"  # failed terminally: runs again only with --retry-failed
     UNKNOWN = "unknown"  # no answer came; may have been billed
+    REJECTED = "rejected"  # done, but a reviewer rejected it: runs again with --redo-rejected
 
 
 @dataclass(frozen=True)
@@ -42,16 +44,19 @@ class Selection:
     force: bool = False
     retry_unknown: bool = True
     limit: int | None = None
+    redo_rejected: bool = False
 
     def wants(self, task: Task, category: Category) -> bool:
         if self.only and task.id not in self.only:
             return False
+        if self.redo_rejected:  # just the rejected results, as --only-failed is just failures
+            return category is Category.REJECTED
         failed = category in (Category.FAILED, Category.RETRY, Category.UNKNOWN)
         if self.only_failed:
             return failed and (category is not Category.UNKNOWN or self.retry_unknown)
         if self.force:
             return True
-        if category is Category.DONE:
+        if category in (Category.DONE, Category.REJECTED):
             return False
         if category is Category.FAILED:
             return self.retry_failed
@@ -100,10 +105,14 @@ class Found(enum.Enum):
 def walk(tasks: Iterable[Task], ledger: Ledger, *,
          found: Found = Found.ADOPT) -> Iterator[tuple[Task, str, Category]]:
     """Each task with its fingerprint and category."""
+    rejected = Reviews(ledger).rejected()  # a few ids: people review, not machines
     for chunk in _chunks(tasks, CHUNK):
         states = ledger.states([task.id for task in chunk])
         for task in chunk:
-            yield _categorised(task, states.get(task.id), ledger, found)
+            task, fp, category = _categorised(task, states.get(task.id), ledger, found)
+            if category is Category.DONE and task.id in rejected:
+                category = Category.REJECTED
+            yield task, fp, category
 
 
 CHUNK = 500  # tasks looked up in the ledger at once: one query, a small dict

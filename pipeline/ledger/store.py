@@ -258,6 +258,12 @@ class Ledger:
         )
         self._wrote()
 
+    def connection(self) -> sqlite3.Connection:
+        """The open connection, pending writes committed: for the ledger's own modules
+        that keep their SQL beside their concept (reviews.py)."""
+        self.flush()
+        return self._db
+
     # -- reading: sees this connection's own pending writes --
 
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:

@@ -190,11 +190,21 @@ def outputs_pattern(template: str) -> re.Pattern[str] | None:
     return re.compile(("(?:^|/)" if in_dir else "^") + regex + "$")
 
 
+# `run --redo-rejected` keeps `shirt.edited.png` as `shirt.edited.rejected-1.png`.
+_REJECTED = re.compile(r"(\.rejected-\d+)\.[^.]+$")
+
+
 def is_earlier_output(path: Path, rel: str, outputs: re.Pattern[str] | None) -> bool:
     """The name fits the output template and a sidecar stands beside it: a result of
     ours. Both must hold, so a product photo that merely looks like one (`mug-2.png`
     under `{stem}-{index}.{ext}`) is never skipped silently."""
-    if outputs is None or not outputs.search(rel):
+    if outputs is None:
+        return False
+    if kept := _REJECTED.search(path.name):  # a rejected result kept beside its redo
+        name = path.name[: kept.start(1)] + path.name[kept.end(1):]
+        return is_earlier_output(path.with_name(name), rel[: len(rel) - len(path.name)] + name,
+                                 outputs)
+    if not outputs.search(rel):
         return False
     first = re.sub(r"\d+$", "0", path.stem)  # the sidecar is named after output 0
     return path.with_suffix(".json").exists() or path.with_name(first + ".json").exists()

@@ -43,6 +43,7 @@ from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
+from pipeline.run import redo
 from pipeline.run.prepare import Preparer, cache_folder
 from pipeline.run.scheduler import Scheduler, Stop
 from pipeline.simulator.app import SimulatorOptions, running_simulator
@@ -67,6 +68,7 @@ class RunOptions:
     dry_run: bool = False
     json: bool = False
     quiet: bool = False
+    prompt_suffix: str | None = None  # --prompt-suffix, with --redo-rejected
     signals: bool = True  # watch SIGINT/SIGTERM (the CLI); a library call leaves them alone
 
     @property
@@ -255,15 +257,20 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
             gateway = Gateway(session, provider, settings.timeout)
+            chosen = options.selection
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
-                                  key_salt=f":run{run_id}" if options.selection.force else "",
+                                  key_salt=f":run{run_id}" if chosen.force
+                                  or chosen.redo_rejected else "",
+                                  keep_aside=redo.rejected_files(ledger)
+                                  if chosen.redo_rejected else None,
                                   preparer=Preparer(cache_folder(job.ledger_path), ledger,
                                                     job.models))
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
             walked = _note_resent(walked, options.selection, scheduler.unknown_resent)
-            work = select(walked, options.selection, job.models, plan)
+            work = redo.with_prompt_suffix(select(walked, chosen, job.models, plan),
+                                           options.prompt_suffix)
             async with anyio.create_task_group() as group:
                 if options.signals:
                     group.start_soon(_watch_signals, scheduler, group.cancel_scope,

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -29,6 +30,7 @@ from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.sidecar import write_sidecar
 from pipeline.ledger.store import Attempt, Ledger
 from pipeline.run.prepare import PrepareFailed, Preparer
+from pipeline.run.redo import keep_rejected
 from pipeline.run.writer import write_outputs
 from pipeline.task import Task
 from pipeline.views.logs import event
@@ -78,6 +80,7 @@ class Scheduler:
         cooldown: Cooldown | None = None,
         key_salt: str = "",
         preparer: Preparer | None = None,
+        keep_aside: Mapping[str, list[Path]] | None = None,
     ):
         self.gateway = gateway
         self.ledger = ledger
@@ -94,6 +97,8 @@ class Scheduler:
         # its key, so such a gateway can return what it already billed.
         self.key_salt = key_salt
         self.preparer = preparer  # inputs downscaled/converted before upload (prepare:)
+        # --redo-rejected: task id → its rejected files, renamed aside before the new write.
+        self.keep_aside = keep_aside or {}
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
         self.disk = anyio.CapacityLimiter(4)
@@ -290,6 +295,8 @@ class Scheduler:
         }
 
         def write() -> tuple[list[Any], Any]:
+            if task.id in self.keep_aside:
+                keep_rejected(self.keep_aside[task.id])
             outputs = write_outputs(task, answer.images, answer.formats)
             record["outputs"] = [str(p) for p in outputs]
             return outputs, write_sidecar(task, answer.formats[0], record)

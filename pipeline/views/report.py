@@ -14,11 +14,13 @@ unescaped: prompts, ids, reasons and paths all go through `html.escape`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -29,6 +31,7 @@ from urllib.parse import quote
 from pipeline.errors import InputError
 from pipeline.ledger import store as ledger_mod
 from pipeline.ledger.durable import write_atomic
+from pipeline.ledger.reviews import Decision, Review, Reviews
 from pipeline.ledger.store import Attempt, Ledger, TaskRecord
 from pipeline.task import State
 from pipeline.views.status import simulated_spend
@@ -42,6 +45,7 @@ LABELS = {
 FIRST = {State.FAILED: 0, State.UNKNOWN: 1, State.SUBMITTED: 2, State.PENDING: 3,
          State.SUCCEEDED: 4}
 ALWAYS_FILTERED = (State.SUCCEEDED, State.FAILED)  # other states get a filter when present
+UNREVIEWED = "unreviewed"  # a result nobody has approved or rejected yet
 MESSAGE_CHARS = 300  # an attempt's error message, cut to keep a 5,000-task page small
 
 
@@ -67,14 +71,17 @@ def write_report(manifest: Path, output: Path | None = None, ledger: Path | None
             f"no ledger at {ledger_path}: nothing to report yet."
             f" `imgedit run {manifest}` creates it (or pass --ledger PATH)")
     with Ledger.open(ledger_path) as book:
-        cards = [_card(record, book, manifest.parent) for record in book.records()]
+        decisions = Reviews(book).current()
+        cards = [dataclasses.replace(card_of(record, book, manifest.parent),
+                                     review=decisions.get(record.id))
+                 for record in book.records()]
         counts, spent = book.counts(), book.spent()
         rehearsal = simulated_spend(book, config)
     cards.sort(key=lambda card: FIRST[card.record.state])  # stable: by id within a state
     _refuse_overwrite(output, manifest, ledger_path, cards)
     thumbs = Thumbnails(assets_folder(output) / "thumbs")
     names = thumbs.ensure(path for card in cards for path in card.images)
-    page = _Page(output.parent, thumbs.folder, names)
+    page = _Page(output.parent, thumbs.folder, names, manifest.parent)
     body = _render(manifest, cards, counts, spent, page, rehearsal)
     # "replace": a file name that is not UTF-8 shows as "?" (its link is percent-encoded).
     write_atomic(output, body.encode("utf-8", "replace"))
@@ -98,13 +105,14 @@ class Card:
     mask: Path | None
     request: dict[str, Any]  # the request fields the sidecar saved (size, quality, ...)
     tries: list[Attempt]  # attempt history, kept only where it tells something
+    review: Review | None = None  # a reviewer's decision about this result (imgedit review)
 
     @property
     def images(self) -> list[Path]:
         return [*self.inputs, *([self.mask] if self.mask else []), *self.record.outputs]
 
 
-def _card(record: TaskRecord, book: Ledger, root: Path) -> Card:
+def card_of(record: TaskRecord, book: Ledger, root: Path) -> Card:
     # The tasks table keeps only the first input; the sidecar of a success has them all.
     side = _read_json(record.sidecar)
     inputs = [_path(p, root) for p in side.get("inputs") or [] if isinstance(p, str)]
@@ -141,8 +149,9 @@ def _e(value: object) -> str:
 class _Page:
     """Links and thumbnails, relative to the page's folder."""
 
-    def __init__(self, folder: Path, thumbs: Path, names: dict[Path, str]):
+    def __init__(self, folder: Path, thumbs: Path, names: dict[Path, str], root: Path):
         self.folder = folder
+        self.root = root  # the manifest's folder: source names are shown relative to it
         self.thumbs = self.href(thumbs) + "/"
         self.names = names
 
@@ -243,7 +252,7 @@ def _card_html(card: Card, page: _Page) -> str:
     record = card.record
     state = record.state.value
     head = (f'<div class="head"><span class="badge {state}">{LABELS[record.state]}</span>'
-            f'<span class="tid">{_e(record.id)}</span></div>')
+            f'{_review_badge(card.review)}<span class="tid">{_e(record.id)}</span></div>')
     pair = (f'<div class="pair">{_before(card, page)}<span class="arrow">→</span>'
             f"{_after(card, page)}</div>")
     prompt = f'<p class="prompt">{_e(record.prompt)}</p>' if record.prompt else ""
@@ -254,9 +263,26 @@ def _card_html(card: Card, page: _Page) -> str:
              card.request.get("quality"),
              f"{record.attempts} attempt{'' if record.attempts == 1 else 's'}"]
     meta += "".join(f"<span>{_e(f)}</span>" for f in facts if f)
-    return (f'<article class="card {state}" data-state="{state}" data-id="{_e(record.id)}">'
-            f'{head}{pair}{prompt}{_reason(record)}<div class="meta">{meta}</div>'
+    note = card.review.note if card.review else None
+    noted = f'<p class="verdict"><b>Rejected:</b> {_e(note)}</p>' if note else ""
+    return (f'<article class="card {state}" data-state="{state}" data-id="{_e(record.id)}"'
+            f' data-decision="{_decision(card)}">'
+            f'{head}{pair}{prompt}{_reason(record)}{noted}<div class="meta">{meta}</div>'
             f"{_tries(card)}</article>")
+
+
+def _decision(card: Card) -> str:
+    """approved / rejected / unreviewed (a result nobody judged yet) / "" (no result)."""
+    if card.review:
+        return card.review.decision.value
+    return UNREVIEWED if card.record.state is State.SUCCEEDED else ""
+
+
+def _review_badge(review: Review | None) -> str:
+    if review is None:
+        return ""
+    label = "✓ Approved" if review.decision is Decision.APPROVED else "✕ Rejected"
+    return f'<span class="badge {review.decision.value}">{label}</span>'
 
 
 def _header(manifest: Path, cards: list[Card], counts: dict[str, int], spent: float,
@@ -276,6 +302,7 @@ def _header(manifest: Path, cards: list[Card], counts: dict[str, int], spent: fl
                 f'<button class="filter {state.value}{hot}" data-filter="{state.value}"'
                 f' aria-pressed="false"><span class="dot"></span>{LABELS[state]}'
                 f' <span class="n">{count:,}</span></button>')
+    buttons += _decision_buttons(cards)
     search = ('<input id="q" type="search" placeholder="Search task id…" autocomplete="off"'
               ' aria-label="Search by task id"><span id="shown"></span>')
     bar = f'<div class="bar">{"".join(buttons)}{search}</div>'
@@ -283,7 +310,43 @@ def _header(manifest: Path, cards: list[Card], counts: dict[str, int], spent: fl
     if counts.get(State.FAILED.value) or counts.get(State.UNKNOWN.value):
         hint = (f'<p class="hint">Reprocess the failures: '
                 f"<code>imgedit run {_e(manifest.name)} --only-failed</code></p>")
+    if any(card.review and card.review.decision is Decision.REJECTED for card in cards):
+        hint += (f'<p class="hint">Send the rejected again: '
+                 f"<code>imgedit run {_e(manifest.name)} --redo-rejected</code></p>")
     return top + bar + hint
+
+
+def _decision_buttons(cards: list[Card]) -> list[str]:
+    """Approved / Rejected / To review, once anyone reviewed anything (`imgedit review`)."""
+    if not any(card.review for card in cards):
+        return []
+    found = Counter(_decision(card) for card in cards)
+    return [f'<button class="filter {value}" data-filter="{value}" aria-pressed="false">'
+            f'{label} <span class="n">{found[value]:,}</span></button>'
+            for value, label in (("approved", "✓ Approved"), ("rejected", "✕ Rejected"),
+                                 (UNREVIEWED, "To review"))]
+
+
+def _groups(cards: list[Card], page: _Page) -> str:
+    """Cards in order; those that share a source image (the same photo through several
+    models or prompts) sit together where the first of them falls, with each one's cost."""
+    by_source: dict[Path, list[Card]] = {}
+    for card in cards:
+        if card.inputs:
+            by_source.setdefault(card.inputs[0], []).append(card)
+    parts, placed = [], set()
+    for card in cards:
+        members = by_source.get(card.inputs[0], []) if card.inputs else []
+        if len(members) < 2:
+            parts.append(_card_html(card, page))
+        elif card.inputs[0] not in placed:
+            placed.add(card.inputs[0])
+            cost = sum(c.record.cost or 0 for c in members if c.record.state is State.SUCCEEDED)
+            name = os.path.relpath(card.inputs[0], page.root)
+            parts.append(f'<section class="group"><h2><span class="src">{_e(name)}</span>'
+                         f' {len(members)} results · {_money(cost)}</h2>'
+                         + "".join(_card_html(c, page) for c in members) + "</section>")
+    return "\n".join(parts)
 
 
 def _render(manifest: Path, cards: list[Card], counts: dict[str, int], spent: float,
@@ -291,7 +354,7 @@ def _render(manifest: Path, cards: list[Card], counts: dict[str, int], spent: fl
     values = {
         "title": _e(f"{manifest.name} · imgedit report"),
         "header": _header(manifest, cards, counts, spent, rehearsal),
-        "cards": "\n".join(_card_html(card, page) for card in cards),
+        "cards": _groups(cards, page),
     }
     # One pass: text inserted for one placeholder is never scanned for another.
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], _template())

@@ -20,13 +20,14 @@ from typing import Any, TextIO
 from pipeline.config.settings import config_dir, config_file, read_yaml
 from pipeline.errors import ImgeditError, InputError
 from pipeline.ledger import store as ledger_mod
+from pipeline.ledger.reviews import Decision, Review, Reviews
 from pipeline.ledger.store import Ledger, TaskRecord
 from pipeline.manifest.load import load
 from pipeline.task import State
 
 EXPORT_COLUMNS = ("id", "state", "terminal", "fingerprint", "model", "prompt", "attempts",
                   "cost", "reason", "error_type", "error_code", "request_id", "outputs",
-                  "first_input", "updated_at")
+                  "first_input", "updated_at", "review", "review_note")
 
 
 FAILURES_SHOWN = 20
@@ -58,10 +59,13 @@ def status(manifest: Path, ledger: Path | None = None,
              "attempts": r.attempts, "error": r.error_code or r.error_type}
             for r in (book.records() if book else ()) if r.state in (State.FAILED, State.UNKNOWN)
         ]
+        reviews = Reviews(book).counts() if book else {d.value: 0 for d in Decision}
+        # results nobody has approved or rejected yet (a redone one among them)
+        reviews["unreviewed"] = counts.get(State.SUCCEEDED.value, 0) - sum(reviews.values())
         return {"manifest": str(manifest), "counts": counts, "never_run": never,
                 "spent": round(book.spent(), 4) if book else 0.0,
                 "simulated": book is not None and simulated_spend(book, config),
-                "failures": failures}
+                "reviews": reviews, "failures": failures}
 
 
 def never_run(manifest: Path, config: str | None, book: Ledger | None) -> Iterator[str]:
@@ -119,10 +123,17 @@ def status_text(report: dict[str, Any]) -> str:
         lines.append(f"  ... and {len(failures) - FAILURES_SHOWN} more (`--json` lists every one)")
     if failures:
         lines.append(f"reprocess with: imgedit run {report['manifest']} --only-failed")
+    reviews = report["reviews"]
+    if reviews["approved"] or reviews["rejected"]:
+        lines.append(f"reviewed: {reviews['approved']} approved, {reviews['rejected']} rejected,"
+                     f" {reviews['unreviewed']} to review")
+    if reviews["rejected"]:
+        lines.append(f"send the rejected again with: imgedit run {report['manifest']}"
+                     " --redo-rejected")
     return "\n".join(lines)
 
 
-def _row(record: TaskRecord) -> dict[str, Any]:
+def _row(record: TaskRecord, review: Review | None) -> dict[str, Any]:
     return {
         "id": record.id, "state": record.state.value, "terminal": record.terminal,
         "fingerprint": record.fingerprint, "model": record.model, "prompt": record.prompt,
@@ -131,6 +142,8 @@ def _row(record: TaskRecord) -> dict[str, Any]:
         "request_id": record.request_id, "outputs": [str(p) for p in record.outputs],
         "first_input": str(record.first_input) if record.first_input else None,
         "updated_at": record.updated_at.isoformat() if record.updated_at else None,
+        "review": review.decision.value if review else None,
+        "review_note": review.note if review else None,
     }
 
 
@@ -140,13 +153,15 @@ def export(manifest: Path, fmt: str, out: TextIO = sys.stdout, ledger: Path | No
     ledger's rows; returns the number of rows."""
     count = 0
     with _open(manifest, ledger) as book:
+        decisions = Reviews(book).current() if book else {}  # the reviewed few
         writer = csv.DictWriter(out, EXPORT_COLUMNS) if fmt == "csv" else None
         if writer:
             writer.writeheader()
         blank: dict[str, Any] = dict.fromkeys(EXPORT_COLUMNS)
         pending = ({**blank, "id": i, "state": State.PENDING.value, "outputs": []}
                    for i in never_run(manifest, config, book))
-        for row in itertools.chain((_row(r) for r in (book.records() if book else ())), pending):
+        recorded = (_row(r, decisions.get(r.id)) for r in (book.records() if book else ()))
+        for row in itertools.chain(recorded, pending):
             if writer:
                 writer.writerow({**row, "outputs": ";".join(row["outputs"])})
             else:
