@@ -278,12 +278,14 @@ def report(manifest: Path, config: str | None, output: Path | None, ledger: Path
 
 @main.command(short_help="Approve or reject each result, by keyboard.")
 @click.argument("manifest", type=MANIFEST)
+@_config_option
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1; 0 picks a free one.")
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path),
               help="Ledger file (default: <manifest>.ledger.sqlite beside the manifest).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
-def review(manifest: Path, port: int, ledger: Path | None, no_browser: bool) -> None:
+def review(manifest: Path, config: str | None, port: int, ledger: Path | None,
+           no_browser: bool) -> None:
     """Serve a page (127.0.0.1 only) to approve or reject each result by keyboard.
 
     Keys: ←/→ or j/k move, a approve, r reject with a note, u undo. Decisions are
@@ -292,7 +294,7 @@ def review(manifest: Path, port: int, ledger: Path | None, no_browser: bool) -> 
     from pipeline.views import review as review_mod
 
     def serve() -> int:
-        session = review_mod.open_review(manifest, ledger)
+        session = review_mod.open_review(manifest, ledger, config)
         return review_mod.serve(session, port, browser=not no_browser,
                                 out=lambda line: click.echo(line))
 

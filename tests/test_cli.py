@@ -37,7 +37,8 @@ def test_help_states_the_shipped_defaults_and_whole_short_help(cli: Cli) -> None
     assert commands and not any(line.endswith("...") for line in commands)
     assert any(line.split()[:1] == ["init"] for line in commands if line.strip())
     assert "[default: 4]" in " ".join(cli("run", "--help").stdout.split())
-    for command in ("run", "validate", "status", "report", "export", "simulate", "init"):
+    for command in ("run", "validate", "status", "report", "export", "simulate", "init",
+                    "review"):
         assert "--config" in cli(command, "--help").stdout, command
     validate = cli("validate", "--help").stdout
     assert all(flag in validate for flag in ("--provider", "--base-url", "--json", "--ledger"))
@@ -140,3 +141,12 @@ def test_init_writes_a_manifest_that_validates_and_runs(tmp_path: Path, cli: Cli
     assert "3 tasks (new 3)" in check.stdout  # the mask is excluded
     run = cli("run", "photos/imgedit.yaml", "--base-url", sim.base_url)
     assert run.returncode == 0, run.stderr
+
+
+def test_money_from_a_real_provider_is_spent_not_simulated(tmp_path: Path, cli: Cli,
+                                                           sim) -> None:
+    job = photos(tmp_path)
+    job.write_text(job.read_text().replace("provider: simulator", "provider: wenwen"))
+    done = cli("run", "job.yaml", "--base-url", sim.base_url)  # as if the gateway were wenwen
+    assert done.returncode == 0 and "| spent $" in done.stdout
+    assert "; spent $" in cli("status", "job.yaml").stdout
