@@ -90,7 +90,15 @@ def repo(tmp_path: Path) -> Path:
                     ignore=shutil.ignore_patterns("*.sqlite*", "*.edited.*", "*.report*",
                                                   ".imgedit-*"))
     venv = Path(sys.executable).parent.parent
-    (tmp_path / "repo/.venv").symlink_to(venv)
+    if (venv / "bin/activate").exists() and (venv / "bin/imgedit").exists():
+        (tmp_path / "repo/.venv").symlink_to(venv)
+    else:  # an interpreter outside a venv: the two files the README's commands use
+        bin_ = tmp_path / "repo/.venv/bin"
+        bin_.mkdir(parents=True)
+        (bin_ / "activate").write_text(f"export PATH={shlex.quote(str(bin_))}:$PATH\n")
+        (bin_ / "imgedit").write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m "
+                                      "pipeline \"$@\"\n")
+        (bin_ / "imgedit").chmod(0o755)
     return tmp_path / "repo"
 
 
@@ -98,6 +106,7 @@ def environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMGEDIT_", "WENWEN_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["IMGEDIT_RETRY_WAIT_SCALE"] = "0"  # the same runs, without backoff sleeps
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's code, installed or not
     return env
 
 
