@@ -150,3 +150,22 @@ def test_money_from_a_real_provider_is_spent_not_simulated(tmp_path: Path, cli: 
     done = cli("run", "job.yaml", "--base-url", sim.base_url)  # as if the gateway were wenwen
     assert done.returncode == 0 and "| spent $" in done.stdout
     assert "; spent $" in cli("status", "job.yaml").stdout
+
+
+def test_simulate_takes_its_options_from_the_configs_simulator(tmp_path: Path, cli: Cli) -> None:
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "providers.yaml").write_text(
+        "simulator:\n  simulator: {fault_by_prompt: {navy: moderation}, seed: 3}\n")
+    photos(tmp_path)
+    write_manifest(tmp_path, JOB.replace("white background", "navy background"))
+    server = cli.popen("simulate", "--port", "0", "--config", str(own))
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split()[-1]  # "simulator listening on URL"
+        code, summary = cli.json("run", "job.yaml", "--base-url", url)
+        assert code == 1 and summary["failed"] == 3  # every prompt meets the config's fault
+        assert "moderation_blocked" in summary["failures"][0]["reason"]
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
