@@ -21,6 +21,7 @@ never here: these classes only describe what happened.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.task import Location
 
@@ -96,6 +97,8 @@ class BadResponse(RequestError):
     kind = "bad_response"
     status: int | None = None
     request_id: str | None = None
+    usage: dict[str, Any] | None = None  # what the answer said it used: it may be billed
+    repeated: bool = False  # this task's second unusable answer in a row of attempts
 
 
 class StatusError(RequestError):

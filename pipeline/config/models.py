@@ -105,6 +105,7 @@ class ModelSpec:
     mask_max_mb: float = MASK_MAX_MB
     price: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # quality->size->USD
     usage_price: Mapping[str, float] | None = None  # USD per million tokens, by usage key
+    max_answer_mb: float = 64.0  # the largest answer body (or downloaded image) accepted
 
     def price_per_image(self, quality: str | None, size: str | None) -> float:
         """Unknown or `auto` quality costs as the dearest; unknown size as 1024x1024 or dearest."""
@@ -127,7 +128,8 @@ _NEEDED_FOR_EDITS = ("max_images", "max_image_mb", "formats", "prompt_max", "siz
 _KINDS: dict[str, Any] = {
     "edits": bool, "square": bool, "response_format": bool, "mask": bool,
     "max_images": int, "prompt_max": int, "max_image_mb": (int, float),
-    "mask_max_mb": (int, float), "formats": list, "sizes": list, "qualities": list,
+    "mask_max_mb": (int, float), "max_answer_mb": (int, float), "formats": list,
+    "sizes": list, "qualities": list,
     "price": Mapping, "usage_price": Mapping,
 }
 

@@ -3,8 +3,11 @@
 Owns the wire format ("The API" in DESIGN.md): `image` for one file, repeated
 `image[]` for several, each part with its real content type, `model` always
 sent, `response_format` never sent to gpt-image models. Answers come back as
-`b64_json`, a `url` (downloaded at once, with the key only for the gateway's
-own host) or a `data:` URL; the bytes are verified to be an image.
+`b64_json`, a `url` (downloaded at once under download.py's rules) or a
+`data:` URL, and are read by answer.py: bounded, checked against the schema,
+each image decoded whole. The POST follows no redirect. Every message it
+raises is cleaned (config/redact.py) of the key, control characters and
+excess length before anyone stores or prints it.
 
 It never retries, sleeps, writes files or touches the ledger: every failure
 is raised as a RequestError for retry.py to judge.
@@ -12,9 +15,6 @@ is raised as a RequestError for retry.py to judge.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import json
 import os
 import time
@@ -24,11 +24,26 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import aiohttp
-from PIL import Image
+import anyio
 
-from pipeline.config.models import sniff_format
+from pipeline.config.models import Models, sniff_format
+from pipeline.config.redact import clean
 from pipeline.config.settings import Provider
-from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, StatusError
+from pipeline.errors import (
+    BadResponse,
+    ConnectError,
+    OutcomeUnknown,
+    RequestError,
+    StatusError,
+)
+from pipeline.gateway.answer import (
+    DECODING_AT_ONCE,
+    DEFAULT_MAX_BYTES,
+    MB,
+    decode_images_answer,
+    read_capped,
+)
+from pipeline.gateway.download import Downloads
 from pipeline.gateway.retry import parse_retry_after
 from pipeline.task import IMAGE_FORMATS, Task
 
@@ -44,6 +59,7 @@ class Answer:
     usage: dict[str, Any] | None
     revised_prompt: str | None
     request_id: str | None
+    notes: tuple[str, ...] = ()  # what the answer held that was ignored (extras, bad usage)
 
 
 def sends_response_format(model: str) -> bool:
@@ -51,14 +67,21 @@ def sends_response_format(model: str) -> bool:
 
 
 class Gateway:
-    def __init__(self, session: aiohttp.ClientSession, provider: Provider, timeout: float):
+    def __init__(self, session: aiohttp.ClientSession, provider: Provider, timeout: float,
+                 models: Models | None = None):
         if not provider.base_url:
             raise ValueError("the provider has no base URL yet")
         self.session = session
         self.provider = provider
+        self.models = models
         self.url = f"{provider.base_url}/images/edits"
         self.host = urlsplit(provider.base_url).netloc
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(30.0, timeout))
+        self.downloads = Downloads(session, provider.base_url, self._download_headers,
+                                   self.timeout)
+        self.decoding = anyio.CapacityLimiter(DECODING_AT_ONCE)
+        key = provider.api_key.reveal() if provider.api_key else ""
+        self._secrets = [key] if key else []
 
     def _headers(self, idempotency_key: str) -> dict[str, str]:
         headers = {**self.provider.headers, "Idempotency-Key": idempotency_key}
@@ -104,19 +127,53 @@ class Gateway:
             form.add_field(key, str(value).lower() if isinstance(value, bool) else str(value))
         return form, in_memory
 
+    def _download_headers(self) -> dict[str, str]:
+        headers = self._headers("")
+        headers.pop("Idempotency-Key")
+        return headers
+
+    def max_answer_bytes(self, model: str) -> int:
+        spec = self.models.get(model) if self.models is not None else None
+        return int(spec.max_answer_mb * MB) if spec is not None else DEFAULT_MAX_BYTES
+
     async def edit(self, task: Task, idempotency_key: str) -> Answer:
+        try:
+            return await self._edit(task, idempotency_key)
+        except RequestError as exc:
+            self._clean(exc)
+            raise
+
+    def _clean(self, exc: RequestError) -> None:
+        """The one place a gateway's words enter: cut, stripped and redacted, key included."""
+        exc.args = tuple(clean(a, self._secrets) if isinstance(a, str) else a
+                         for a in exc.args)
+        if isinstance(exc, StatusError):
+            exc.message = clean(exc.message, self._secrets)
+        for name in ("request_id", "code", "type"):
+            value = getattr(exc, name, None)
+            if isinstance(value, str):
+                setattr(exc, name, clean(value, self._secrets, limit=200))
+
+    async def _edit(self, task: Task, idempotency_key: str) -> Answer:
+        limit = self.max_answer_bytes(task.model)
         with ExitStack() as files:
             upload, content_type = await self._body(task, files)
             try:
+                # No redirect: following one would send the images, the prompt and the
+                # key to wherever the answer points.
                 async with self.session.post(
                     self.url, data=upload, headers={**self._headers(idempotency_key),
                                                   **content_type},
-                    timeout=self.timeout,
+                    timeout=self.timeout, allow_redirects=False,
                 ) as response:
-                    request_id = _request_id(response.headers)
-                    body = await response.read()
+                    request_id = _request_id(response.headers, self._secrets)
                     if response.status != 200:
-                        raise _status_error(response, body, request_id)
+                        raise await _status_error(response, limit, request_id)
+                    try:
+                        body = await read_capped(response, limit)
+                    except BadResponse as exc:
+                        exc.status, exc.request_id = 200, request_id
+                        raise
             except aiohttp.ClientConnectorError as exc:
                 raise ConnectError(f"cannot connect to {self.host}: {exc.os_error}") from exc
             except aiohttp.ConnectionTimeoutError as exc:
@@ -129,49 +186,16 @@ class Gateway:
                 # whether the gateway got (and billed) the request.
                 raise OutcomeUnknown(f"connection lost: {exc}") from exc
         try:
-            return await self._decode(body, request_id)
+            images = await decode_images_answer(
+                body, n=task.n, max_bytes=limit,
+                fetch=lambda url: self.downloads.fetch(url, limit), limiter=self.decoding)
         except BadResponse as exc:
             exc.status, exc.request_id = 200, request_id  # answered, so perhaps billed
             raise
-
-    async def _decode(self, body: bytes, request_id: str | None) -> Answer:
-        try:
-            payload = json.loads(body)
-            items = payload["data"]
-            if not isinstance(items, list) or not items:
-                raise ValueError("no images in 'data'")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BadResponse(f"unreadable answer ({exc}): {body[:120]!r}") from exc
-        images = [await self._image_bytes(item) for item in items]
-        formats = [_verified_format(data) for data in images]
-        revised = next((i.get("revised_prompt") for i in items if i.get("revised_prompt")), None)
-        return Answer(images, formats, payload.get("usage"), revised, request_id)
-
-    async def _image_bytes(self, item: dict[str, Any]) -> bytes:
-        if item.get("b64_json"):
-            return _b64(item["b64_json"])
-        url = item.get("url") or ""
-        if url.startswith("data:"):
-            return _b64(url.partition(",")[2])
-        if url.startswith(("http://", "https://")):
-            return await self._download(url)
-        raise BadResponse("an answer item has neither b64_json nor a url")
-
-    async def _download(self, url: str) -> bytes:
-        # The key goes only to the gateway's own host, never to a CDN or a third party.
-        same_host = urlsplit(url).netloc == self.host
-        headers = self._headers("")
-        headers.pop("Idempotency-Key")
-        if not same_host:
-            headers.pop("Authorization", None)
-        try:
-            async with self.session.get(url, headers=headers, timeout=self.timeout) as response:
-                body = await response.read()
-                if response.status != 200:
-                    raise BadResponse(f"downloading the result failed: HTTP {response.status}")
-                return body
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BadResponse(f"downloading the result failed: {exc}") from exc
+        revised = images.revised_prompt
+        return Answer(images.images, images.formats, images.usage,
+                      None if revised is None else clean(revised, self._secrets, limit=None),
+                      request_id, tuple(clean(note, self._secrets) for note in images.notes))
 
 
 def _file_part(file: BinaryIO) -> tuple[bytes | BinaryIO, str]:
@@ -186,49 +210,41 @@ def _file_part(file: BinaryIO) -> tuple[bytes | BinaryIO, str]:
     return file, content_type
 
 
-def _b64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise BadResponse(f"b64_json is not valid base64: {exc}") from exc
+def _request_id(headers: Any, secrets: list[str]) -> str | None:
+    found = headers.get("x-request-id") or headers.get("x-oneapi-request-id")
+    return clean(found, secrets, limit=200) if found else None
 
 
-def _verified_format(data: bytes) -> str:
-    fmt = sniff_format(data[:16])
-    if fmt is None:
-        raise BadResponse(f"the answer's bytes are not an image: {data[:16]!r}")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-    except Exception as exc:  # Pillow raises many types for corrupt data
-        raise BadResponse(f"the answer's {fmt} image is corrupt: {exc}") from exc
-    return fmt
-
-
-def _request_id(headers: Any) -> str | None:
-    return headers.get("x-request-id") or headers.get("x-oneapi-request-id")
-
-
-def _status_error(response: aiohttp.ClientResponse, body: bytes,
-                  request_id: str | None) -> StatusError:
+async def _status_error(response: aiohttp.ClientResponse, limit: int,
+                        request_id: str | None) -> StatusError:
+    if response.status in (301, 302, 303, 307, 308):
+        where = clean(response.headers.get("Location", "nowhere"), limit=200)
+        return StatusError(response.status, f"the gateway redirected the request to {where}; "
+                           "not followed (set base_url to the address it should use)",
+                           request_id=request_id)
     error: dict[str, Any] = {}
+    body = await read_capped(response, limit, head_only=True)  # a huge one: its head
     try:
         parsed = json.loads(body)
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
             error = parsed["error"]
-    except ValueError:
+    except (ValueError, RecursionError):
         pass  # HTML error pages from proxies: keep a short, readable excerpt
     message = error.get("message") or _excerpt(body) or response.reason or "no message"
+    if not isinstance(message, str):
+        message = f"(the error's message is a JSON {type(message).__name__}, not text)"
     return StatusError(
         response.status, str(message),
-        type=error.get("type"), code=_str_or_none(error.get("code")),
+        type=_str_or_none(error.get("type")), code=_str_or_none(error.get("code")),
         request_id=request_id,
         retry_after=parse_retry_after(response.headers, now=time.time()),
     )
 
 
 def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)
 
 
 def _excerpt(body: bytes) -> str:

@@ -51,7 +51,10 @@ RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
 def classify(exc: RequestError) -> Verdict:
     if isinstance(exc, OutcomeUnknown):
         return Verdict.UNKNOWN
-    if isinstance(exc, ConnectError | BadResponse):
+    if isinstance(exc, BadResponse):
+        # A paid answer we cannot use: one more try, not the whole budget of them.
+        return Verdict.TERMINAL if exc.repeated else Verdict.RETRY
+    if isinstance(exc, ConnectError):
         return Verdict.RETRY
     if not isinstance(exc, StatusError):
         return Verdict.RETRY
@@ -63,6 +66,13 @@ def classify(exc: RequestError) -> Verdict:
     if exc.status in RETRY_STATUSES or exc.status >= 500:
         return Verdict.RETRY
     return Verdict.TERMINAL  # 400 (incl. moderation_blocked), 404, 413, 422, ...
+
+
+def may_be_billed(exc: RequestError) -> bool:
+    """The gateway may have charged for this attempt: it answered 200 (usable or not), or
+    the upload went and no answer came."""
+    return isinstance(exc, OutcomeUnknown) or (isinstance(exc, BadResponse)
+                                               and exc.status == 200)
 
 
 def is_overload(exc: BaseException) -> bool:

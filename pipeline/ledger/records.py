@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pipeline.config.redact import clean_or_none
 from pipeline.task import State
 
 __all__ = ["Attempt", "Outcome", "TaskRecord", "TaskState", "task_record"]
@@ -84,7 +85,9 @@ def task_record(row: tuple[Any, ...]) -> TaskRecord:
     (id_, fp, state, terminal, reason, etype, ecode, attempts, outputs, sidecar, model,
      prompt, cost, usage, request_id, run_id, updated_at, first_input) = row
     return TaskRecord(
-        id=id_, fingerprint=fp, state=State(state), terminal=bool(terminal), reason=reason,
+        # Cleaned on the way out too: a ledger written before the rule may hold anything.
+        id=id_, fingerprint=fp, state=State(state), terminal=bool(terminal),
+        reason=clean_or_none(reason),
         error_type=etype, error_code=ecode, attempts=attempts,
         outputs=[Path(p) for p in json.loads(outputs)],
         sidecar=Path(sidecar) if sidecar else None, model=model, prompt=prompt, cost=cost,

@@ -18,6 +18,7 @@ commits, and that costs a re-sent request, never a corrupt ledger.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from pipeline.config.redact import clean, clean_or_none
 from pipeline.errors import InputError
 from pipeline.ledger import lock
 from pipeline.ledger.migrations import migrate
@@ -199,7 +201,7 @@ class Ledger:
             (
                 attempt.task_id, attempt.run_id, number, _timestamp(attempt.started_at),
                 attempt.latency_s, attempt.status, attempt.error_type, attempt.error_code,
-                attempt.message, attempt.request_id, outcome.value,
+                clean_or_none(attempt.message), attempt.request_id, outcome.value,
             ),
         )
         self._wrote()
@@ -225,9 +227,14 @@ class Ledger:
         )
         self._write(
             "UPDATE runs SET cost = cost + ? WHERE id = (SELECT run_id FROM tasks WHERE id = ?)",
-            (cost or 0.0, task_id),
+            (_usd(cost), task_id),
         )
         self.flush()
+
+    def add_spend(self, run_id: int, cost: float) -> None:
+        """A paid answer we could not use: it costs the user all the same."""
+        self._write("UPDATE runs SET cost = cost + ? WHERE id = ?", (_usd(cost), run_id))
+        self._wrote()
 
     def mark_failed(
         self,
@@ -240,13 +247,13 @@ class Ledger:
         error_code: str | None,
     ) -> None:
         self._set_task(
-            task_id, fingerprint, State.FAILED, terminal=int(terminal), reason=reason,
+            task_id, fingerprint, State.FAILED, terminal=int(terminal), reason=clean(reason),
             error_type=error_type, error_code=error_code,
         )
         self._wrote()
 
     def mark_unknown(self, task_id: str, fingerprint: str, *, reason: str) -> None:
-        self._set_task(task_id, fingerprint, State.UNKNOWN, terminal=0, reason=reason)
+        self._set_task(task_id, fingerprint, State.UNKNOWN, terminal=0, reason=clean(reason))
         self._wrote()
 
     def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str,
@@ -325,7 +332,8 @@ class Ledger:
         return [
             Attempt(
                 task_id=r[0], run_id=r[1], number=r[2], started_at=datetime.fromisoformat(r[3]),
-                latency_s=r[4], status=r[5], error_type=r[6], error_code=r[7], message=r[8],
+                latency_s=r[4], status=r[5], error_type=r[6], error_code=r[7],
+                message=clean_or_none(r[8]),
                 request_id=r[9], outcome=Outcome(r[10]),
             )
             for r in rows
@@ -340,8 +348,10 @@ class Ledger:
     def spent(self, run_id: int | None = None) -> float:
         """USD recorded by mark_succeeded: in one run, or in every run of this ledger."""
         if run_id is None:
-            return float(self._scalar("SELECT COALESCE(SUM(cost), 0) FROM runs"))
-        return float(self._scalar("SELECT cost FROM runs WHERE id = ?", (run_id,)) or 0.0)
+            # MAX: a ledger from before usage was checked may hold a negative cost.
+            return float(self._scalar("SELECT COALESCE(SUM(MAX(cost, 0)), 0) FROM runs"))
+        return max(0.0, float(self._scalar("SELECT cost FROM runs WHERE id = ?", (run_id,))
+                              or 0.0))
 
 
 _STATES = {state.value: state for state in State}  # a dict lookup: 100k rows in planning
@@ -362,6 +372,11 @@ def _without_secrets(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_without_secrets(v) for v in value]
     return value
+
+
+def _usd(cost: float | None) -> float:
+    """A cost fit for runs.cost (NOT NULL): NaN, negative or missing count as nothing."""
+    return cost if cost is not None and math.isfinite(cost) and cost > 0 else 0.0
 
 
 def _json(value: Any) -> str:

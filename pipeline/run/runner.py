@@ -12,10 +12,11 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,8 @@ from pipeline.config.settings import (
     read_yaml,
 )
 from pipeline.config.settings import resolve_settings as _resolve
-from pipeline.errors import ConfigError, InputError, RunAborted
-from pipeline.gateway.client import Answer, Gateway
+from pipeline.errors import BadResponse, ConfigError, InputError, RunAborted
+from pipeline.gateway.client import Gateway
 from pipeline.gateway.limits import Cooldown, RateLimiter
 from pipeline.ledger import store as ledger_mod
 from pipeline.ledger.lock import RunLock
@@ -256,7 +257,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
         provider = Provider(**{**job.provider.__dict__, "base_url": base_url})
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
-            gateway = Gateway(session, provider, settings.timeout)
+            gateway = Gateway(session, provider, settings.timeout, job.models)
             chosen = options.selection
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
@@ -268,7 +269,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                                                     job.models))
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
-            walked = _note_resent(walked, options.selection, scheduler.unknown_resent)
+            walked = _note_resent(walked, chosen, scheduler.billed_before, ledger)
             work = redo.with_prompt_suffix(select(walked, chosen, job.models, plan),
                                            options.prompt_suffix)
             async with anyio.create_task_group() as group:
@@ -307,10 +308,14 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
     return Outcome(code, result, stop.fatal)
 
 
-def _pricer(models: Models) -> Callable[[Task, Answer], float]:
-    def price(task: Task, answer: Answer) -> float:
-        from_usage = models.cost_from_usage(task.model, answer.usage) if answer.usage else None
-        return from_usage if from_usage is not None else models.estimate(task)
+def _pricer(models: Models) -> Callable[[Task, Mapping[str, Any] | None], float]:
+    """USD for one answer: from its usage when the model prices tokens, else the estimate
+    (also for a paid answer we could not use). Never NaN or negative: runs.cost sums it."""
+    def price(task: Task, usage: Mapping[str, Any] | None) -> float:
+        from_usage = models.cost_from_usage(task.model, usage) if usage else None
+        if from_usage is None or not math.isfinite(from_usage) or from_usage < 0:
+            return models.estimate(task)
+        return from_usage
 
     return price
 
@@ -332,11 +337,15 @@ async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: 
 
 
 def _note_resent(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
-                 unknown_resent: set[str]) -> Iterator[tuple[Task, str, Category]]:
-    """Unknown tasks this run sends again: each is a possible double charge."""
+                 billed_before: set[str], ledger: Ledger) -> Iterator[tuple[Task, str, Category]]:
+    """Tasks this run sends again that an earlier run may have been billed for (unknown, or
+    failed on a paid but unusable answer): a paid answer now is a possible double charge."""
     for task, fp, category in walked:
-        if category is Category.UNKNOWN and selection.wants(task, category):
-            unknown_resent.add(task.id)
+        if category in (Category.UNKNOWN, Category.FAILED, Category.RETRY) and (
+                selection.wants(task, category)):
+            record = ledger.get(task.id) if category is not Category.UNKNOWN else None
+            if record is None or record.error_type == BadResponse.kind:
+                billed_before.add(task.id)
         yield task, fp, category
 
 

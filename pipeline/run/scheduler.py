@@ -22,7 +22,7 @@ import anyio.abc
 from tenacity import RetryCallState
 
 from pipeline.config.settings import Settings
-from pipeline.errors import OutcomeUnknown, RequestError, StatusError
+from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
 from pipeline.gateway import retry
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
@@ -75,7 +75,7 @@ class Scheduler:
         run_id: int,
         tally: Tally,
         *,
-        price: Callable[[Task, Answer], float],
+        price: Callable[[Task, Mapping[str, Any] | None], float],
         limiter: RateLimiter | None = None,
         cooldown: Cooldown | None = None,
         key_salt: str = "",
@@ -102,8 +102,9 @@ class Scheduler:
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
         self.disk = anyio.CapacityLimiter(4)
-        # Tasks an earlier run left `unknown`: sending one again may pay for it twice.
-        self.unknown_resent: set[str] = set()
+        # Tasks an earlier run may have been billed for (left `unknown`, or failed on a paid
+        # but unusable answer): a paid answer for one now may be a second charge.
+        self.billed_before: set[str] = set()
 
     async def run(self, work: Iterable[tuple[Task, str]]) -> None:
         """Process (task, fingerprint) pairs until done or stopped."""
@@ -169,8 +170,6 @@ class Scheduler:
         cause = _cause(exc)
         self.tally.retries_by_cause[cause] += 1
         self.tally.retrying += 1
-        if cause == "unknown_outcome":
-            self.tally.possible_double_charges += 1
         wait = state.next_action.sleep if state.next_action else 0
         event(logging.INFO, "task retry", id=task.id, attempt=state.attempt_number,
               cause=cause, wait_s=round(wait, 2), error=str(exc))
@@ -197,30 +196,59 @@ class Scheduler:
             await self._gate()
             if number == 1:
                 self.ledger.mark_submitted(self.run_id, task, fingerprint)
-                if task.id in self.unknown_resent:
-                    self.unknown_resent.discard(task.id)
-                    self.tally.possible_double_charges += 1
             self.tally.in_flight += 1
             self.tally.sent()
             started_wall, started = time.time(), time.monotonic()
             try:
                 answer = await self.gateway.edit(upload, key)
             except RequestError as exc:
+                self._on_paid_unusable(task, exc, failed)
+                self._count_billed(task, exc, failed)
                 self._on_error(task, exc, number, started_wall, time.monotonic() - started)
-                failed.append(exc)
+                failed.append(_without_frames(exc))
                 raise
             except anyio.get_cancelled_exc_class():
                 # Shutdown's grace ran out with this request on the wire: it may be billed.
-                failed.append(self._on_cancel(task, number, started_wall))
+                cancelled = self._on_cancel(task, number, started_wall)
+                self._count_billed(task, cancelled, failed)
+                failed.append(cancelled)
                 raise
             finally:
                 self.tally.in_flight -= 1
+        self._count_billed(task, None, failed)
         self.concurrency.on_success()
         self.ledger.record_attempt(Attempt(
             task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
             latency_s=time.monotonic() - started, status=200, error_type=None,
             error_code=None, message=None, request_id=answer.request_id, outcome="succeeded"))
         return answer
+
+    def _count_billed(self, task: Task, exc: RequestError | None,
+                      failed: list[RequestError]) -> None:
+        """An answer that may be billed (a 200, usable or not, or none after the upload)
+        after another that may have been: one possible double charge. Counted where the
+        second charge happens, so it equals what the gateway billed twice."""
+        if exc is not None and not retry.may_be_billed(exc):
+            return
+        if task.id in self.billed_before or any(retry.may_be_billed(e) for e in failed):
+            self.tally.possible_double_charges += 1
+
+    def _on_paid_unusable(self, task: Task, exc: RequestError,
+                          failed: list[RequestError]) -> None:
+        """A 200 we cannot use was likely billed: it counts in the spend, and the task gets
+        one more try after it, not the full retry budget."""
+        if not (isinstance(exc, BadResponse) and exc.status == 200):
+            return
+        exc.repeated = any(isinstance(e, BadResponse) and e.status == 200 for e in failed)
+        cost = self.price(task, exc.usage)
+        self.tally.spent += cost
+        self.ledger.add_spend(self.run_id, cost)
+        self._check_budget()
+
+    def _check_budget(self) -> None:
+        max_cost = self.settings.max_cost
+        if max_cost is not None and self.tally.spent >= max_cost:
+            self.stop.set(f"the budget of {max_cost:g} is spent")
 
     def _on_error(self, task: Task, exc: RequestError, number: int,
                   started_wall: float, latency: float) -> None:
@@ -283,7 +311,7 @@ class Scheduler:
               code=getattr(exc, "code", None))
 
     async def _save(self, task: Task, fingerprint: str, answer: Answer, attempts: int) -> None:
-        cost = self.price(task, answer)
+        cost = self.price(task, answer.usage)
         record: dict[str, Any] = {
             "task_id": task.id, "fingerprint": fingerprint, "model": task.model,
             "prompt": task.prompt, "request": dict(task.fields),
@@ -293,6 +321,8 @@ class Scheduler:
             "request_id": answer.request_id, "attempts": attempts, "cost": cost,
             "finished_at": time.time(),
         }
+        if answer.notes:
+            record["notes"] = list(answer.notes)
 
         def write() -> tuple[list[Any], Any]:
             if task.id in self.keep_aside:
@@ -310,9 +340,17 @@ class Scheduler:
         self.tally.succeeded += 1
         self.tally.wrote([str(p) for p in outputs])
         self.tally.spent += cost
-        max_cost = self.settings.max_cost
-        if max_cost is not None and self.tally.spent >= max_cost:
-            self.stop.set(f"the budget of {max_cost:g} is spent")
+        self._check_budget()
+
+
+def _without_frames(exc: RequestError) -> RequestError:
+    """The error, kept for the task's next attempts without the frames it was raised
+    through: they hold the answer's body (up to max_answer_mb) until the task ends."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        seen.__traceback__ = None
+        seen = seen.__cause__ or seen.__context__
+    return exc
 
 
 def _cause(exc: BaseException | None) -> str:

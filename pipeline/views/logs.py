@@ -15,21 +15,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.redact import clean
+
 LOGGER = "imgedit"
-MASK = "***"
 
 
 class Redact(logging.Filter):
-    """Replaces each secret with *** in the final message and the event's fields."""
+    """Masks each secret, and anything shaped like a bearer token, in the final message
+    and the event's fields, and strips control characters: the same rule as everything
+    we store (config/redact.py), without its length cut, since a log line may be long."""
 
     def __init__(self, secrets: Iterable[str]):
         super().__init__()
         self.secrets = [s for s in secrets if s and len(s) >= 4]
 
     def _clean(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return clean(text, self.secrets, limit=None)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self._clean(record.getMessage())

@@ -102,7 +102,7 @@ def text(s: dict[str, Any]) -> str:
         lines.append(f"retries: {causes}")
     if s["possible_double_charges"]:
         lines.append(f"possible double charges: {s['possible_double_charges']} "
-                     "(retried after a request whose answer never came)")
+                     "(answers after one that may have been billed: none came, or unusable)")
     if s["held"]:
         lines.append(f"held back: {s['held']} task(s) that failed terminally or may have been "
                      "billed (see `imgedit status`)")

@@ -17,7 +17,7 @@ class Tally:
     retrying: int = 0  # tasks waiting between attempts now
     in_flight: int = 0  # requests on the wire now
     requests: int = 0
-    possible_double_charges: int = 0  # attempts after an unknown outcome
+    possible_double_charges: int = 0  # paid-for answers after one that may have been billed
     spent: float = 0.0
     simulated: bool = False  # a rehearsal: `spent` is what it would have cost
     retries_by_cause: Counter[str] = field(default_factory=Counter)

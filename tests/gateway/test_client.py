@@ -9,7 +9,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from pipeline.config.settings import Provider, Secret
 from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, StatusError
@@ -129,42 +128,6 @@ async def test_nothing_listening_is_a_connect_error(tmp_path: Path, session) -> 
     with pytest.raises(ConnectError):
         await Gateway(session, provider("http://127.0.0.1:9/v1"), 5).edit(
             task(tmp_path, [img]), "k")
-
-
-async def test_the_key_never_goes_to_another_host(tmp_path: Path, session) -> None:
-    """A URL answer on a CDN host is fetched without the Authorization header."""
-    seen: dict[str, Any] = {}
-    png = tiny_image(tmp_path / "out.png").read_bytes()
-
-    async def cdn_file(request: web.Request) -> web.Response:
-        seen["auth"] = request.headers.get("Authorization")
-        return web.Response(body=png, content_type="image/png")
-
-    async def edits(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response({"created": 1, "data": [{"url": f"{cdn}/f.png"}]})
-
-    cdn_app, gw_app = web.Application(), web.Application()
-    cdn_app.router.add_get("/f.png", cdn_file)
-    gw_app.router.add_post("/v1/images/edits", edits)
-    runners = [web.AppRunner(cdn_app), web.AppRunner(gw_app)]
-    urls = []
-    for runner in runners:
-        await runner.setup()
-        site = web.TCPSite(runner, "localhost" if runner is runners[0] else "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        urls.append(f"http://{'localhost' if runner is runners[0] else host}:{port}")
-    cdn = urls[0]
-    try:
-        img = tiny_image(tmp_path / "a.png")
-        answer = await Gateway(session, provider(f"{urls[1]}/v1"), 5).edit(
-            task(tmp_path, [img]), "k")
-    finally:
-        for runner in runners:
-            await runner.cleanup()
-    assert answer.formats == ["png"]
-    assert seen["auth"] is None
 
 
 async def test_a_large_input_is_streamed_whole_and_reopened_per_attempt(tmp_path: Path,
