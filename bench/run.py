@@ -1,6 +1,6 @@
 """`make bench`: imgedit against the targets of DESIGN.md, and beside the official SDK.
 
-    python bench/run.py [--only overhead,concurrency,rate,scale] [--quick] [--rounds N]
+    python bench/run.py [--only startup,overhead,concurrency,rate,scale] [--quick] [--rounds N]
                         [--workdir DIR] [--profile DIR]
 
 Prints one table (and the raw figures under it). The simulator runs on
@@ -14,6 +14,7 @@ summarises them. Profiled figures are slower than unprofiled ones.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import os
 import platform
@@ -27,9 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import scenarios
+import startup
 from scenarios import Outcome, Row
 
-SCENARIOS = ("overhead", "concurrency", "rate", "scale")
+SCENARIOS = ("startup", "overhead", "concurrency", "rate", "scale")
 FULL = {"overhead": 2000, "rounds": 3, "little": 1000, "rate_tasks": 400, "rate": 20,
         "small": 10_000, "large": 100_000}
 QUICK = {"overhead": 500, "rounds": 3, "little": 300, "rate_tasks": 100, "rate": 20,
@@ -51,6 +53,9 @@ def main() -> int:
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="imgedit-bench-", dir=args.workdir))
+    # Byte-compiled, as an installed copy is after its first run: with
+    # PYTHONDONTWRITEBYTECODE set, every client start would compile the package again.
+    compileall.compile_dir(Path(__file__).resolve().parent.parent / "pipeline", quiet=1)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     results: list[Outcome] = []
@@ -80,6 +85,8 @@ def parse_args() -> argparse.Namespace:
 def run_one(name: str, work: Path, sizes: dict[str, int], rounds: int,
             profile: scenarios.Profile | None) -> Outcome:
     try:
+        if name == "startup":
+            return startup.startup(work)
         if name == "overhead":
             return scenarios.overhead(work, sizes["overhead"], rounds, profile=profile)
         if name == "concurrency":

@@ -3,6 +3,14 @@
 Exit codes (the contract): 0 all done, 1 some tasks failed, 2 bad manifest,
 config or usage (nothing sent), 3 aborted (bad key, no quota, no such model),
 75 another run holds the lock, 130/143 interrupted.
+
+Start-up is part of the interface (`imgedit --help` in well under 0.25 s): this
+module imports only click and the error classes at the top. Adding a command:
+declare it here with `@main.command()` and its click options (cheap), and import
+the module that does the work inside the command's function, as every command
+below does — never at the top of this file, or every command (and `--help`) pays
+for that module's imports (aiohttp, Pillow, rich, the simulator...).
+`tests/test_cli_startup.py` fails when a heavy module is imported by `--help`.
 """
 
 from __future__ import annotations
@@ -17,9 +25,6 @@ import click
 from click.core import ParameterSource
 
 from pipeline.errors import ImgeditError, InputError
-from pipeline.ledger.plan import Selection
-from pipeline.run import runner
-from pipeline.views import logs
 
 MANIFEST = click.Path(exists=False, dir_okay=False, path_type=Path)
 # The shipped config/defaults.yaml, said in --help (tests/test_cli.py keeps them equal).
@@ -112,6 +117,10 @@ def run(manifest: Path, config: str | None, provider: str | None, base_url: str 
     """
     if prompt_suffix is not None and not redo_rejected:
         raise click.UsageError("--prompt-suffix goes with --redo-rejected")
+    from pipeline.ledger.plan import Selection
+    from pipeline.run import runner
+    from pipeline.views import logs
+
     logs.configure(verbose=verbose, log_file=log_file, fmt=log_format, secrets=_secrets())
     selection = Selection(only=frozenset(only), only_failed=only_failed,
                           retry_failed=retry_failed or only_failed, force=force,
@@ -137,6 +146,8 @@ def validate(manifest: Path, config: str | None, provider: str | None, base_url:
              ledger: Path | None, as_json: bool) -> None:
     """Check MANIFEST (schema, files, model limits, outputs) and print the plan and its
     estimated cost. Sends nothing, writes nothing. Exit 0 when it would run, 2 when not."""
+    from pipeline.run import runner
+
     options = runner.RunOptions(manifest=manifest, config=config, provider=provider,
                                 base_url=base_url, ledger=ledger, dry_run=True, json=as_json)
     sys.exit(_guard(lambda: runner.run(options, click.echo), as_json))
@@ -167,12 +178,16 @@ def status(manifest: Path, config: str | None, ledger: Path | None, as_json: boo
 @click.option("--fault", "faults", multiple=True, metavar="NAME=RATE",
               help="Inject a fault at a rate, e.g. 502=0.1, drop=0.05, 429=0.2 (repeatable).")
 @click.option("--latency", metavar="SPEC", help="Seconds, or uniform:A,B or normal:MEAN,SD.")
-@click.option("--rate-limit", metavar="R", help="Answer 429 above this rate, like 30/min.")
+@click.option("--rate-limit", metavar="R",
+              help="Answer 429 above this rate, like 30/min: a sliding window, as the relay.")
+@click.option("--rate-limit-retry-after", is_flag=True,
+              help="Those 429s say when to retry (the relay's are bare: no body, no header).")
 @click.option("--seed", type=int, default=0, help="Repeat a scenario exactly.")
 @click.option("--response", type=click.Choice(["auto", "b64", "url", "data-url"]),
               default="auto", help="How images come back.")
 def simulate(config: str | None, port: int, faults: tuple[str, ...], latency: str | None,
-             rate_limit: str | None, seed: int, response: str) -> None:
+             rate_limit: str | None, rate_limit_retry_after: bool, seed: int,
+             response: str) -> None:
     """Serve the local gateway simulator: free rehearsals of a manifest. With --config, the
     `simulator:` options of that config's simulator provider apply first; flags win."""
     from pipeline.config.settings import config_dir, config_file, read_yaml
@@ -192,7 +207,8 @@ def simulate(config: str | None, port: int, faults: tuple[str, ...], latency: st
             raise click.BadParameter(f"{item!r} is not NAME=RATE", param_hint="--fault") from None
     options: dict[str, Any] = {**base, "port": port, "faults": parsed}
     here = click.get_current_context()
-    for name, value in (("seed", seed), ("response", response)):
+    for name, value in (("seed", seed), ("response", response),
+                        ("rate_limit_retry_after", rate_limit_retry_after)):
         if name not in base or here.get_parameter_source(name) is not ParameterSource.DEFAULT:
             options[name] = value
     if latency:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -136,9 +137,12 @@ class Gateway:
         spec = self.models.get(model) if self.models is not None else None
         return int(spec.max_answer_mb * MB) if spec is not None else DEFAULT_MAX_BYTES
 
-    async def edit(self, task: Task, idempotency_key: str) -> Answer:
+    async def edit(self, task: Task, idempotency_key: str,
+                   ready: Callable[[], Awaitable[object]] | None = None) -> Answer:
+        """`ready` is awaited once the body is built, right before the request is written:
+        a pacer's turn taken there is the spacing the server sees."""
         try:
-            return await self._edit(task, idempotency_key)
+            return await self._edit(task, idempotency_key, ready)
         except RequestError as exc:
             self._clean(exc)
             raise
@@ -154,10 +158,13 @@ class Gateway:
             if isinstance(value, str):
                 setattr(exc, name, clean(value, self._secrets, limit=200))
 
-    async def _edit(self, task: Task, idempotency_key: str) -> Answer:
+    async def _edit(self, task: Task, idempotency_key: str,
+                    ready: Callable[[], Awaitable[object]] | None) -> Answer:
         limit = self.max_answer_bytes(task.model)
         with ExitStack() as files:
             upload, content_type = await self._body(task, files)
+            if ready is not None:
+                await ready()
             try:
                 # No redirect: following one would send the images, the prompt and the
                 # key to wherever the answer points.

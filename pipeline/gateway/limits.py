@@ -1,14 +1,33 @@
-"""How fast and how many: the rate limiter, the shared 429 cooldown, adaptive concurrency.
+"""How fast and how many: pacing, a rate learnt from 429s, the Retry-After pause, concurrency.
 
-Small objects with one verb each, handed to the scheduler from outside. Each
-takes a clock (and a sleep) so tests move time instead of waiting. None of
-them sends requests or knows about tasks.
+Small objects, handed to the scheduler from outside. Each takes a clock (and
+a sleep) so tests move time instead of waiting. None of them sends requests
+or knows about tasks.
+
+The relay limits requests in a sliding window (new-api `middleware/model-rate-
+limit.go`: at most N requests in any W seconds, refused ones not counted) and
+refuses with a bare 429: no Retry-After, often no body. So:
+
+- `Pacer` spaces departures evenly on a fixed timeline, a small MARGIN under the
+  rate, so that any N consecutive requests span more than W at the server even
+  when each one's trip there varies by a few ms. The scheduler takes its turn as
+  late as it can: after the body is built and the ledger row committed, right
+  before the request is written (see `Gateway.edit(ready=...)`).
+- `Throttle` learns the rate when nobody told it, or when a 429 says the told
+  rate is too high: AIMD on the request rate. A 429 cuts the rate to BETA times
+  what the gateway let through lately (multiplicative decrease) and costs one
+  request interval of pause, not a stop of every worker; each window of
+  successes adds a fixed step back (additive increase), never above a told rate.
+  A Retry-After the server sends still rules: every worker waits it out.
+- `AdaptiveConcurrency` halves the requests in flight when the upstream says it
+  is overloaded (a 503), and adds one back per window of successes.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -16,35 +35,57 @@ import anyio
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-class RateLimiter:
-    """A token bucket holding at most `burst` tokens, refilled at `per_second`.
+MARGIN = 0.025  # pace 2.5% under the rate: 25 ms of jitter allowed over a 1 s window
+SLACK = 0.005  # seconds of a late wake-up the next departures make up
+SHORTEST_WINDOW = 1.0  # the relay counts requests over whole seconds, one at least
+HORIZON = 60.0  # seconds of successes kept to estimate what the gateway lets through
 
-    Callers queue in order; with burst 1 requests are evenly spaced, so a
-    server enforcing the same rate over any window never answers 429.
+
+class Pacer:
+    """Departures evenly spaced at `rate` (less MARGIN) per second; none when rate is None.
+
+    The timeline is fixed: up to SLACK of a late wake-up is made up by the next
+    departures, so a busy event loop lowers the rate less, and a long stall is never
+    made up by a burst. Any N requests in a row span at least N intervals less SLACK.
+    `hold(until)` keeps every departure back until then.
     """
 
-    def __init__(self, per_second: float, *, burst: float = 1.0,
-                 clock: Clock = time.monotonic, sleep: Sleep = anyio.sleep):
-        self.interval = 1.0 / per_second
-        self.burst = burst
+    def __init__(self, rate: float | None, *, clock: Clock = time.monotonic,
+                 sleep: Sleep = anyio.sleep):
+        self.rate = rate
         self.clock = clock
         self.sleep = sleep
-        self._next_free = -math.inf  # time at which the bucket holds one token
-        self._lock = anyio.Lock()
+        self._next = -math.inf  # the earliest moment the next request may leave
+        self._lock = anyio.Lock()  # waiters leave in the order they came
 
-    async def acquire(self) -> None:
+    @property
+    def interval(self) -> float:
+        return (1 + MARGIN) / self.rate if self.rate else 0.0
+
+    def hold(self, until: float) -> None:
+        self._next = max(self._next, until)
+
+    async def turn(self) -> float:
+        """Wait for this request's turn; returns the moment it may leave."""
+        now = self.clock()
+        if self.rate is None and self._next <= now:
+            return now
         async with self._lock:
-            now = self.clock()
-            # Unused time refills the bucket, but never beyond `burst` tokens.
-            start = max(self._next_free, now - (self.burst - 1) * self.interval)
-            self._next_free = start + self.interval
-            if start > now:
-                await self.sleep(start - now)
+            while True:
+                now = self.clock()
+                # Behind the timeline (a late wake-up, a stall, idle time): it restarts
+                # SLACK before now, so the next departures make up that much, no more.
+                due = self._next if self.rate is None else max(self._next, now - SLACK)
+                if due <= now:
+                    break
+                await self.sleep(due - now)
+            if self.rate is not None:
+                self._next = due + self.interval
+            return now
 
 
 class Cooldown:
-    """A pause every worker honours: one 429 stops all of them until it ends,
-    instead of each worker hammering the gateway on its own."""
+    """A pause every worker honours: the server said when to come back (Retry-After)."""
 
     def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = anyio.sleep):
         self.clock = clock
@@ -62,8 +103,116 @@ class Cooldown:
             await self.sleep(left)
 
 
+class Throttle:
+    """The request rate: told, or learnt from 429s (AIMD), and the server's Retry-After.
+
+    The scheduler awaits `turn()` before each request and reports each answer with
+    `on_success` / `on_limited`, passing back the departure time `turn()` gave.
+    """
+
+    BETA = 0.9  # a 429 cuts the rate to this share of what got through lately
+    STEP = 0.02  # each window of successes adds this share of the rate set at the last cut
+
+    def __init__(self, rate: float | None = None, *, clock: Clock = time.monotonic,
+                 sleep: Sleep = anyio.sleep):
+        self.ceiling = rate  # a rate the user gave is never exceeded
+        self.clock = clock
+        self.pacer = Pacer(rate, clock=clock, sleep=sleep)
+        self.cooldown = Cooldown(clock=clock, sleep=sleep)
+        # Departures within HORIZON: of every request, of those answered 429, of successes.
+        self._sent: deque[float] = deque()
+        self._refusals: deque[float] = deque()
+        self._passed: deque[float] = deque()
+        self._first: float | None = None
+        self._cut_at = -math.inf
+        self._step = 0.0
+        self._successes = 0  # since the rate last changed
+        self._refused = 0  # 429s in a row, each for a request sent after the cut before
+
+    @property
+    def rate(self) -> float | None:
+        return self.pacer.rate
+
+    async def turn(self) -> float:
+        departed = await self.pacer.turn()
+        if self._first is None:
+            self._first = departed
+        self._sent.append(departed)
+        _forget(self._sent, departed - HORIZON)
+        return departed
+
+    def on_success(self, departed: float) -> None:
+        self._refused = 0
+        self._passed.append(departed)
+        _forget(self._passed, self.clock() - HORIZON)
+        if self.rate is None or self._step == 0:
+            return  # told a rate and never refused: nothing to learn
+        self._successes += 1
+        if self._successes >= max(4, math.ceil(self.rate * SHORTEST_WINDOW)):
+            # Additive increase: one step per window of successes, up to a told rate.
+            rate = self.rate + self._step
+            self.pacer.rate = rate if self.ceiling is None else min(self.ceiling, rate)
+            self._successes = 0
+
+    def on_limited(self, departed: float, retry_after: float | None = None) -> None:
+        """A 429: slow down, and pause one interval (or as long as the server said)."""
+        now = self.clock()
+        if retry_after is not None:
+            self.cooldown.extend(retry_after)  # the server's word rules
+        self._refusals.append(departed)
+        _forget(self._refusals, now - HORIZON)
+        current = self.rate
+        if current is not None and departed < self._cut_at:
+            return  # on the wire before the last cut, which already answered it
+        # A share of what got through, not of our own rate: 429s that keep coming while
+        # a long window is full bring the rate down to what that window lets through.
+        through, oldest = self._let_through(departed, now)
+        cut = self.BETA * (through or current or 1 / SHORTEST_WINDOW)
+        self.pacer.rate = cut if current is None else min(current, cut)
+        self._step = self.STEP * self.pacer.rate
+        self._cut_at, self._successes = now, 0
+        if current is None:
+            # An unpaced burst filled the window: nothing gets through until its first
+            # request is one window old.
+            self.pacer.hold(oldest + SHORTEST_WINDOW)
+        # One interval; twice as long for each further 429 in a row (the window is full
+        # for longer than we thought), up to HORIZON.
+        self._refused += 1
+        self.pacer.hold(now + min(HORIZON, self.pacer.interval * 2 ** (self._refused - 1)))
+
+    def _let_through(self, departed: float, now: float) -> tuple[float, float]:
+        """Requests per second the gateway accepts, and the first departure of the window
+        before `departed`: the requests sent in the window before the refused one and not
+        refused themselves (what the server counted when it refused it; answers still on
+        their way count too), or the successes over HORIZON, whichever is more (a window
+        of a minute lets a burst through, then nothing)."""
+        start = departed - SHORTEST_WINDOW
+        sent = [t for t in _since(self._sent, start) if t < departed]
+        refused = sum(1 for t in _since(self._refusals, start) if t < departed)
+        _forget(self._passed, now - HORIZON)
+        since = now - (self._first if self._first is not None else now)
+        longer = len(self._passed) / min(HORIZON, max(SHORTEST_WINDOW, since))
+        through = max((len(sent) - refused) / SHORTEST_WINDOW, longer)
+        return through, min(sent, default=departed)
+
+
+def _since(times: deque[float], start: float) -> list[float]:
+    """The times at or after `start`, read from the newest end (the deque is in order)."""
+    found = []
+    for t in reversed(times):
+        if t < start:
+            break
+        found.append(t)
+    return found
+
+
+def _forget(times: deque[float], before: float) -> None:
+    while times and times[0] < before:
+        times.popleft()
+
+
 class AdaptiveConcurrency:
-    """AIMD: halve the number of requests in flight on 429/overload, add one
+    """AIMD: halve the number of requests in flight on an upstream overload, add one
     back after `window` successes, never above `ceiling` nor below 1."""
 
     def __init__(self, ceiling: int, *, window: int | None = None):

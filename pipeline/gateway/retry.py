@@ -124,7 +124,8 @@ def should_retry(exc: BaseException, *, retry_unknown: bool = True) -> bool:
 
 
 class _Wait:
-    """The server's wait when it sent one, else capped exponential backoff with jitter."""
+    """The server's wait when it sent one, else capped exponential backoff with jitter;
+    none after a bare 429, which the throttle answers by pacing (limits.Throttle)."""
 
     def __init__(self, initial: float, cap: float, scale: float):
         self.backoff = wait_exponential_jitter(initial=initial, max=cap, jitter=initial)
@@ -133,6 +134,8 @@ class _Wait:
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         server = exc.retry_after if isinstance(exc, StatusError) else None
+        if server is None and isinstance(exc, StatusError) and exc.status == 429:
+            return 0.0  # a bare 429: the throttle slows the pace and spaces the retry
         seconds = server if server is not None else self.backoff(state)
         return seconds * self.scale
 

@@ -24,15 +24,20 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """`path` holds the old bytes or `data`, never a mix. sync=False skips the fsync:
+    still whole after a kill -9 (the page cache survives it), but after a power cut the
+    new name may show an empty or cut file: only for files whose loss costs a re-send
+    and which are checked when read (the sidecar), never for a user's image."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

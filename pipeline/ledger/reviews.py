@@ -56,6 +56,7 @@ class Reviews:
     """The decisions recorded in one ledger."""
 
     def __init__(self, ledger: Ledger):
+        self._ledger = ledger
         self._db = ledger.connection()
 
     def decide(self, task_id: str, decision: Decision | str, note: str | None = None) -> Review:
@@ -69,6 +70,7 @@ class Reviews:
             raise InputError(f"task {task_id!r} has no result to review")
         note = (note or "").strip()[:NOTE_CHARS] or None
         now = datetime.now(UTC).isoformat(timespec="microseconds")
+        self._ledger.flush()  # the ledger's pending batch (successes join it) goes first
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.execute(
@@ -82,6 +84,7 @@ class Reviews:
 
     def undo(self, task_id: str) -> Review | None:
         """Remove the latest decision about `task_id`'s current result; returns what counts now."""
+        self._ledger.flush()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.execute(

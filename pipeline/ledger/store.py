@@ -7,7 +7,10 @@ user_version`) is `migrations.py`'s, applied by `Ledger.open`.
 
 It must never store an API key, never block the event loop for long (calls are
 synchronous and take microseconds: writes are batched and nothing is fsynced
-per call), and never lose a recorded success (`mark_succeeded` commits at once).
+per call), and never lose a success: `mark_succeeded` joins the batch (committed
+with the next `submitted` row, or within FLUSH_EVERY_SECONDS), and a kill -9
+before that commit leaves the task `submitted`, then `unknown`, whose outputs
+and sidecar, written before the call, make the next run's plan adopt it.
 
 Durability: WAL with `synchronous=NORMAL`. A commit appends its frames to the
 WAL with write(); they sit in the OS page cache, so a kill -9 of this process
@@ -218,7 +221,8 @@ class Ledger:
         cost: float | None,
         request_id: str | None,
     ) -> None:
-        """Committed at once: the proof the user paid and has the file must survive a kill -9."""
+        """Batched (see the module docstring): the outputs and the sidecar are on disk
+        already, and they are the proof a kill -9 cannot take away."""
         self._set_task(
             task_id, fingerprint, State.SUCCEEDED, terminal=0, reason=None, error_type=None,
             error_code=None, outputs=_json([str(p) for p in outputs]), sidecar=str(sidecar),
@@ -229,7 +233,7 @@ class Ledger:
             "UPDATE runs SET cost = cost + ? WHERE id = (SELECT run_id FROM tasks WHERE id = ?)",
             (_usd(cost), task_id),
         )
-        self.flush()
+        self._wrote()
 
     def add_spend(self, run_id: int, cost: float) -> None:
         """A paid answer we could not use: it costs the user all the same."""

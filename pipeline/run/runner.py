@@ -19,10 +19,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config.models import Models
 from pipeline.config.settings import (
@@ -36,8 +33,6 @@ from pipeline.config.settings import (
 )
 from pipeline.config.settings import resolve_settings as _resolve
 from pipeline.errors import BadResponse, ConfigError, InputError, RunAborted
-from pipeline.gateway.client import Gateway
-from pipeline.gateway.limits import Cooldown, RateLimiter
 from pipeline.ledger import store as ledger_mod
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
@@ -45,13 +40,15 @@ from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
 from pipeline.run import redo
-from pipeline.run.prepare import Preparer, cache_folder
-from pipeline.run.scheduler import Scheduler, Stop
-from pipeline.simulator.app import SimulatorOptions, running_simulator
 from pipeline.task import Task
-from pipeline.views import progress, summary
+from pipeline.views import summary
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
+
+if TYPE_CHECKING:  # sending's modules are imported by _send: validate never loads aiohttp
+    import anyio
+
+    from pipeline.run.scheduler import Scheduler, Stop
 
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -194,7 +191,9 @@ def execute(options: RunOptions) -> Outcome:
     """A whole run, start to summary; raises InputError (2), LockHeld (75)."""
     with _planned(options) as (job, ledger, plan, warnings):
         if plan.to_send == 0:  # a finished catalog: no second pass, no simulator, no session
-            return _conclude(job, ledger, options, Tally(), plan, Stop(), warnings)
+            return _conclude(job, ledger, options, Tally(), plan, None, warnings)
+        import anyio
+
         return anyio.run(_send, job, ledger, options, plan.to_send, warnings)
 
 
@@ -202,7 +201,7 @@ async def execute_async(options: RunOptions) -> Outcome:
     """The same, inside the caller's event loop (the checks before sending block it)."""
     with _planned(options) as (job, ledger, plan, warnings):
         if plan.to_send == 0:
-            return _conclude(job, ledger, options, Tally(), plan, Stop(), warnings)
+            return _conclude(job, ledger, options, Tally(), plan, None, warnings)
         return await _send(job, ledger, options, plan.to_send, warnings)
 
 
@@ -235,18 +234,28 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
     if provider.base_url:
         yield provider.base_url
         return
+    from pipeline.simulator.app import SimulatorOptions, running_simulator
+
     async with running_simulator(SimulatorOptions.from_mapping(provider.simulator or {})) as sim:
         yield sim.base_url
 
 
 async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 warnings: tuple[str, ...]) -> Outcome:
+    import aiohttp
+    import anyio
+
+    from pipeline.gateway.client import Gateway
+    from pipeline.gateway.limits import Throttle
+    from pipeline.run.prepare import Preparer, cache_folder
+    from pipeline.run.scheduler import Scheduler
+    from pipeline.views import progress
+
     settings = job.settings
     tally = Tally(total=to_send, simulated=simulated(job.provider))
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
     signalled: list[signal.Signals] = []
-    cooldown = Cooldown()
-    limiter = RateLimiter(parse_rate(settings.rate)) if settings.rate else None
+    throttle = Throttle(parse_rate(settings.rate) if settings.rate else None)
     run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
                                                   "provider": job.provider.name})
     event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
@@ -260,7 +269,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             gateway = Gateway(session, provider, settings.timeout, job.models)
             chosen = options.selection
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
-                                  price=_pricer(job.models), limiter=limiter, cooldown=cooldown,
+                                  price=_pricer(job.models), throttle=throttle,
                                   key_salt=f":run{run_id}" if chosen.force
                                   or chosen.redo_rejected else "",
                                   keep_aside=redo.rejected_files(ledger)
@@ -277,7 +286,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                     group.start_soon(_watch_signals, scheduler, group.cancel_scope,
                                      settings.grace, signalled)
                 group.start_soon(functools.partial(
-                    progress.show, tally, cooldown.remaining, every=settings.progress_every,
+                    progress.show, tally, throttle.cooldown.remaining,
+                    every=settings.progress_every,
                     quiet=options.quiet, flush=ledger.flush))
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
@@ -286,7 +296,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
-              stop: Stop, warnings: tuple[str, ...], run_id: int | None = None,
+              stop: Stop | None, warnings: tuple[str, ...], run_id: int | None = None,
               signalled: list[signal.Signals] | None = None,
               endpoint: str | None = None) -> Outcome:
     """Exit code, the run's ledger row and the summary."""
@@ -301,11 +311,10 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
     provider = job.provider
     result = summary.build(
         job.manifest.path, tally, plan, provider=provider.name, exit_code=code,
-        stopped=stop.reason, ledger=job.ledger_path, held=plan.held,
-        endpoint=endpoint or summary.endpoint(provider.name, provider.base_url),
-        simulated=simulated(provider),
-        warnings=warnings, repeat=options.repeat)
-    return Outcome(code, result, stop.fatal)
+        stopped=None if stop is None else stop.reason, ledger=job.ledger_path,
+        held=plan.held, endpoint=endpoint or summary.endpoint(provider.name, provider.base_url),
+        simulated=simulated(provider), warnings=warnings, repeat=options.repeat)
+    return Outcome(code, result, None if stop is None else stop.fatal)
 
 
 def _pricer(models: Models) -> Callable[[Task, Mapping[str, Any] | None], float]:
@@ -324,6 +333,8 @@ async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: 
                          signalled: list[signal.Signals]) -> None:
     """First signal: stop launching, let in-flight requests finish within `grace`.
     Second signal, or grace over: cancel what is left (recorded as unknown)."""
+    import anyio
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             signalled.append(signal.Signals(signum))
@@ -349,10 +360,11 @@ def _note_resent(walked: Iterable[tuple[Task, str, Category]], selection: Select
         yield task, fp, category
 
 
-def _exit_code(tally: Tally, stop: Stop, signalled: list[signal.Signals], held: int) -> int:
+def _exit_code(tally: Tally, stop: Stop | None, signalled: list[signal.Signals],
+               held: int) -> int:
     if signalled:
         return EXIT_SIGNAL[signalled[0]]
-    if stop.fatal is not None:
+    if stop is not None and stop.fatal is not None:
         return RunAborted.exit_code
     if tally.failed or tally.unknown or tally.done < tally.total or held:
         return EXIT_FAILED

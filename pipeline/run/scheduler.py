@@ -25,18 +25,17 @@ from pipeline.config.settings import Settings
 from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
 from pipeline.gateway import retry
 from pipeline.gateway.client import Answer, Gateway
-from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
+from pipeline.gateway.limits import AdaptiveConcurrency, Throttle
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.sidecar import write_sidecar
 from pipeline.ledger.store import Attempt, Ledger
+from pipeline.run.diskwriter import DiskWriter
 from pipeline.run.prepare import PrepareFailed, Preparer
 from pipeline.run.redo import keep_rejected
 from pipeline.run.writer import write_outputs
 from pipeline.task import Task
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
-
-DEFAULT_COOLDOWN = 5.0  # seconds all workers pause after a 429 that named no wait
 
 
 class Stopped(Exception):
@@ -66,6 +65,15 @@ class Stop:
             await self.stopped.wait()
 
 
+@dataclass
+class Departure:
+    """When an attempt's request left: the throttle's clock, the wall clock, monotonic."""
+
+    at: float | None = None  # None: it never left (stopped, or cancelled before its turn)
+    wall: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -76,8 +84,7 @@ class Scheduler:
         tally: Tally,
         *,
         price: Callable[[Task, Mapping[str, Any] | None], float],
-        limiter: RateLimiter | None = None,
-        cooldown: Cooldown | None = None,
+        throttle: Throttle | None = None,
         key_salt: str = "",
         preparer: Preparer | None = None,
         keep_aside: Mapping[str, list[Path]] | None = None,
@@ -88,8 +95,7 @@ class Scheduler:
         self.run_id = run_id
         self.tally = tally
         self.price = price
-        self.limiter = limiter
-        self.cooldown = cooldown or Cooldown()
+        self.throttle = throttle or Throttle()
         self.concurrency = AdaptiveConcurrency(settings.concurrency)
         self.stop = Stop()
         # --force asks for new work: a fresh Idempotency-Key, or a gateway that honours
@@ -101,7 +107,7 @@ class Scheduler:
         self.keep_aside = keep_aside or {}
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
-        self.disk = anyio.CapacityLimiter(4)
+        self.disk = DiskWriter(threads=4)
         # Tasks an earlier run may have been billed for (left `unknown`, or failed on a paid
         # but unusable answer): a paid answer for one now may be a second charge.
         self.billed_before: set[str] = set()
@@ -110,7 +116,7 @@ class Scheduler:
         """Process (task, fingerprint) pairs until done or stopped."""
         send, receive = anyio.create_memory_object_stream[tuple[Task, str]](
             self.settings.concurrency * 2)
-        async with anyio.create_task_group() as group:
+        async with self.disk, anyio.create_task_group() as group:
             group.start_soon(self._produce, work, send)
             # Twice as many workers as requests allowed in flight: while some save their
             # results, others keep every request slot busy. AdaptiveConcurrency caps the wire.
@@ -174,17 +180,28 @@ class Scheduler:
         event(logging.INFO, "task retry", id=task.id, attempt=state.attempt_number,
               cause=cause, wait_s=round(wait, 2), error=str(exc))
 
-    async def _gate(self) -> None:
-        """Wait for the shared cooldown and the rate limiter; refuse if stopping, also when
-        launching stops during the cooldown."""
-        while not self.stop and (left := self.cooldown.remaining()) > 0:
+    async def _gate(self) -> float:
+        """Wait for the server's cooldown and the pacer's turn, and return the departure
+        time; refuse if stopping, also when launching stops during the cooldown."""
+        cooldown = self.throttle.cooldown
+        while not self.stop and (left := cooldown.remaining()) > 0:
             await self.stop.sleep(left)
         if self.stop:
             raise Stopped
-        if self.limiter is not None:
-            await self.limiter.acquire()
+        departed = await self.throttle.turn()
         if self.stop:
             raise Stopped
+        return departed
+
+    async def _depart(self, task: Task, fingerprint: str, number: int,
+                      departure: Departure) -> None:
+        """Called by the gateway with the body built, right before the request is written."""
+        departed = await self._gate()
+        if number == 1:
+            self.ledger.mark_submitted(self.run_id, task, fingerprint)
+        self.tally.in_flight += 1
+        self.tally.sent()
+        departure.at, departure.wall, departure.started = departed, time.time(), time.monotonic()
 
     async def _attempt(self, task: Task, fingerprint: str, key: str,
                        failed: list[RequestError], upload: Task) -> Answer:
@@ -193,33 +210,33 @@ class Scheduler:
         if number > 1:
             self.tally.retrying -= 1  # its wait is over, whatever happens next
         async with self.concurrency:
-            await self._gate()
-            if number == 1:
-                self.ledger.mark_submitted(self.run_id, task, fingerprint)
-            self.tally.in_flight += 1
-            self.tally.sent()
-            started_wall, started = time.time(), time.monotonic()
+            departure = Departure()
+            ready = functools.partial(self._depart, task, fingerprint, number, departure)
             try:
-                answer = await self.gateway.edit(upload, key)
+                answer = await self.gateway.edit(upload, key, ready=ready)
             except RequestError as exc:
                 self._on_paid_unusable(task, exc, failed)
                 self._count_billed(task, exc, failed)
-                self._on_error(task, exc, number, started_wall, time.monotonic() - started)
+                self._on_error(task, exc, number, departure)
                 failed.append(_without_frames(exc))
                 raise
             except anyio.get_cancelled_exc_class():
-                # Shutdown's grace ran out with this request on the wire: it may be billed.
-                cancelled = self._on_cancel(task, number, started_wall)
-                self._count_billed(task, cancelled, failed)
-                failed.append(cancelled)
+                if departure.at is not None:
+                    # Shutdown's grace ran out with this request on the wire: maybe billed.
+                    cancelled = self._on_cancel(task, number, departure.wall)
+                    self._count_billed(task, cancelled, failed)
+                    failed.append(cancelled)
                 raise
             finally:
-                self.tally.in_flight -= 1
+                if departure.at is not None:
+                    self.tally.in_flight -= 1
+        assert departure.at is not None  # an answer came, so the request went
         self._count_billed(task, None, failed)
         self.concurrency.on_success()
+        self.throttle.on_success(departure.at)
         self.ledger.record_attempt(Attempt(
-            task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
-            latency_s=time.monotonic() - started, status=200, error_type=None,
+            task_id=task.id, run_id=self.run_id, number=number, started_at=departure.wall,
+            latency_s=time.monotonic() - departure.started, status=200, error_type=None,
             error_code=None, message=None, request_id=answer.request_id, outcome="succeeded"))
         return answer
 
@@ -251,20 +268,26 @@ class Scheduler:
             self.stop.set(f"the budget of {max_cost:g} is spent")
 
     def _on_error(self, task: Task, exc: RequestError, number: int,
-                  started_wall: float, latency: float) -> None:
+                  departure: Departure) -> None:
         verdict = retry.classify(exc)
-        if retry.is_overload(exc):
-            self.concurrency.on_overload()
+        if retry.is_overload(exc) and departure.at is not None:
             wait = exc.retry_after if isinstance(exc, StatusError) else None
-            self.cooldown.extend((DEFAULT_COOLDOWN if wait is None else wait) * retry.wait_scale())
+            scaled = None if wait is None else wait * retry.wait_scale()
+            if getattr(exc, "status", None) == 429:  # too many requests: slow the pace
+                self.throttle.on_limited(departure.at, scaled)
+            else:  # the upstream is overloaded: fewer in flight
+                self.concurrency.on_overload()
+                if scaled is not None:
+                    self.throttle.cooldown.extend(scaled)
         if verdict is retry.Verdict.FATAL:
             self.stop.set(f"the gateway refused the run: {exc}", exc)
             event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
         outcome = {"retry": "retry", "unknown": "unknown", "terminal": "failed",
                    "fatal": "aborted"}[verdict.value]
         self.ledger.record_attempt(Attempt(
-            task_id=task.id, run_id=self.run_id, number=number, started_at=started_wall,
-            latency_s=latency, status=getattr(exc, "status", None), error_type=_cause(exc),
+            task_id=task.id, run_id=self.run_id, number=number, started_at=departure.wall,
+            latency_s=time.monotonic() - departure.started,
+            status=getattr(exc, "status", None), error_type=_cause(exc),
             error_code=getattr(exc, "code", None), message=str(exc)[:500],
             request_id=getattr(exc, "request_id", None), outcome=outcome))
 
@@ -332,7 +355,7 @@ class Scheduler:
             return outputs, write_sidecar(task, answer.formats[0], record)
 
         # Disk writes (with fsync) go to a thread so the event loop keeps sending.
-        outputs, sidecar = await anyio.to_thread.run_sync(write, limiter=self.disk)
+        outputs, sidecar = await self.disk.run(write)
         self.ledger.mark_succeeded(task.id, fingerprint, outputs, sidecar, usage=answer.usage,
                                    cost=cost, request_id=answer.request_id)
         event(logging.INFO, "task succeeded", id=task.id, attempts=attempts,

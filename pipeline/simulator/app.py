@@ -34,15 +34,14 @@ from aiohttp import web
 from pipeline.simulator.faults import (
     IMMEDIATE_FAULTS,
     FaultPlan,
-    RateLimit,
     SimulatorOptions,
     Ticket,
     error_response,
     fault_response,
     parse_latency,
     parse_rate_limit,
-    retry_headers,
 )
+from pipeline.simulator.ratelimit import SlidingWindow, refusal
 from pipeline.simulator.render import RenderCache, Rendered, open_inputs, prompt_colour, render
 from pipeline.simulator.request import (
     MAX_BODY_BYTES,
@@ -137,7 +136,7 @@ class Gateway:
         self.plan = FaultPlan(options.faults, options.fail_first, options.fault_by_prompt,
                               options.seed)
         rate = options.rate_limit
-        self.limit = RateLimit(*parse_rate_limit(rate)) if rate else None
+        self.limit = SlidingWindow(*parse_rate_limit(rate)) if rate else None
         self.latency = parse_latency(options.latency)
         self.cache = RenderCache()
         self.files: OrderedDict[str, Rendered] = OrderedDict()
@@ -173,9 +172,8 @@ class Gateway:
     async def _edit(self, request: web.Request, ticket: Ticket) -> web.StreamResponse:
         if not request.headers.get("Authorization", "").removeprefix("Bearer ").strip():
             raise GatewayError(401, "You didn't provide an API key.", code="invalid_api_key")
-        if self.limit and (wait := self.limit.acquire()):
-            raise GatewayError(429, "Rate limit reached for requests.", type="rate_limit_exceeded",
-                               code="rate_limit_exceeded", headers=retry_headers(wait))
+        if self.limit and not self.limit.admit():
+            return refusal(self.limit, retry_after=self.options.rate_limit_retry_after)
         parts = await read_form(request)
         self.last = describe(parts, request)
         edit = parse_edit(parts)

@@ -2,9 +2,9 @@
 
 It owns `SimulatorOptions` (the `simulator:` mapping of a provider and the
 flags of `imgedit simulate`), the fault names and their answers, the seeded
-choice of which request gets which fault, the token bucket behind the
-simulator's 429s, the latency distributions, and the gateway's error shape
-`{"error": {"message", "type", "param", "code"}}`.
+choice of which request gets which fault, the latency distributions, and
+the gateway's error shape `{"error": {"message", "type", "param", "code"}}`.
+The request limit behind the simulator's other 429s is `ratelimit.py`.
 It must never touch the network, and never use a clock or a random source it
 was not handed: the same seed and the same request order give the same faults,
 so a failing scenario replays exactly.
@@ -101,7 +101,8 @@ class SimulatorOptions:
     seed: int = 0
     latency: float | str = 0.0  # seconds, "uniform:LOW,HIGH" or "normal:MEAN,SD"
     slow_seconds: float = 5.0
-    rate_limit: str | None = None  # "30/min", "2/s"
+    rate_limit: str | None = None  # "30/min", "2/s": a sliding window, see ratelimit.py
+    rate_limit_retry_after: bool = False  # its 429s say when to retry (the relay's never do)
     response: str = "auto"  # auto | b64 | url | data-url
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port
@@ -263,35 +264,6 @@ def parse_rate_limit(spec: str) -> tuple[float, float]:
     if not match or match[2] not in _PERIODS or float(match[1]) <= 0:
         raise ValueError(f"rate_limit: {spec!r} is not like '30/min' or '2/s'")
     return float(match[1]), _PERIODS[match[2]]
-
-
-class RateLimit:
-    """A token bucket: `count` requests at once, refilled at count/period per second."""
-
-    # Loopback jitter can bring a request a few ms early from a client that paces
-    # exactly at the limit; that is no client's fault, so it is forgiven. The debt
-    # is paid back from later refills, so the long-run rate stays exact.
-    JITTER_GRACE = 0.005  # seconds of refill
-
-    def __init__(self, count: float, period: float, clock: Callable[[], float] = time.monotonic):
-        self._capacity = count
-        self._rate = count / period
-        self._clock = clock
-        self.reset()
-
-    def reset(self) -> None:
-        self._tokens = self._capacity
-        self._updated = self._clock()
-
-    def acquire(self) -> float:
-        """Take one token: 0.0 if the request may go, else the seconds until one is free."""
-        now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
-        if self._tokens + self.JITTER_GRACE * self._rate >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self._rate
 
 
 def parse_latency(spec: float | str) -> Callable[[random.Random], float]:

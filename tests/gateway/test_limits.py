@@ -1,14 +1,13 @@
-"""Rate limiter, cooldown and AIMD with a clock the tests move: nothing sleeps."""
+"""Cooldown and concurrency AIMD with a clock the tests move: nothing sleeps.
+The pacer and the learning throttle are in test_throttle.py."""
 
 from __future__ import annotations
-
-import itertools
 
 import anyio
 import pytest
 
 from pipeline.config.settings import parse_rate
-from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown, RateLimiter
+from pipeline.gateway.limits import AdaptiveConcurrency, Cooldown
 
 
 class FakeClock:
@@ -31,28 +30,6 @@ def test_parse_rate() -> None:
     for bad in ("fast", "0/s", "10 per minute", "-1/s"):
         with pytest.raises(ValueError, match="like '30/min'"):
             parse_rate(bad)
-
-
-async def test_rate_limiter_spaces_requests_evenly() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(2.0, clock=clock, sleep=clock.sleep)
-    starts = []
-    for _ in range(5):
-        await limiter.acquire()
-        starts.append(clock.now)
-    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)] == [0.5] * 4
-
-
-async def test_rate_limiter_never_banks_idle_time_beyond_burst() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(1.0, burst=2, clock=clock, sleep=clock.sleep)
-    await limiter.acquire()
-    clock.now += 100  # a long idle spell
-    t0 = clock.now
-    for _ in range(4):
-        await limiter.acquire()
-    # two at once (the burst), then one per second
-    assert clock.now - t0 == pytest.approx(2.0)
 
 
 async def test_cooldown_holds_every_waiter_until_it_ends() -> None:

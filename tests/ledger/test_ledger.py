@@ -251,12 +251,17 @@ def test_batched_writes_are_invisible_to_others_until_flush(
     assert query(path, "SELECT state FROM tasks") == [("failed",)]
 
 
-def test_a_success_is_committed_at_once(ledger: Ledger, path: Path, tmp_path: Path) -> None:
-    ledger.remember_hash(tmp_path / "shirt.png", 10, 123, "ab" * 32)  # batched, pending
+def test_a_success_joins_the_batch_the_next_request_commits(ledger: Ledger, path: Path,
+                                                            tmp_path: Path) -> None:
+    """Its outputs and sidecar are on disk before the call: a kill -9 before this commit
+    leaves the task unknown, and the next plan adopts it from them (test_crash.py)."""
+    run = ledger.start_run(tmp_path / "job.yaml", {})
     ledger.mark_succeeded("shirt", "fp", [tmp_path / "o.png"], tmp_path / "o.json",
                           usage=None, cost=0.04, request_id="r")
-    assert query(path, "SELECT state FROM tasks") == [("succeeded",)]
-    assert query(path, "SELECT COUNT(*) FROM file_hashes") == [(1,)]  # swept along
+    assert query(path, "SELECT COUNT(*) FROM tasks") == [(0,)]  # pending in the batch
+    ledger.mark_submitted(run, make_task(tmp_path, "next"), "fp2")  # committed at once...
+    assert query(path, "SELECT id, state FROM tasks ORDER BY id") == [  # ...and it with it
+        ("next", "submitted"), ("shirt", "succeeded")]
 
 
 def test_pending_writes_commit_after_the_flush_interval(
@@ -289,19 +294,24 @@ def test_close_commits_pending_writes(path: Path, clock: FakeClock, tmp_path: Pa
         assert len(reopened.attempts("shirt")) == 1
 
 
-def test_a_recorded_success_survives_kill_9(path: Path, tmp_path: Path) -> None:
+def test_a_committed_success_survives_kill_9(path: Path, tmp_path: Path) -> None:
+    """Committed with the next request's `submitted` row (before that, a kill -9 leaves it
+    to the sidecar: the next plan adopts it, see test_crash.py)."""
     script = textwrap.dedent(
         f"""
         import os, signal
         from pathlib import Path
         from pipeline.ledger.store import Ledger
+        from tests.ledger.test_ledger import make_task
         ledger = Ledger.open(Path({str(path)!r}))
         ledger.mark_succeeded("shirt", "fp", [Path("o.png")], Path("o.json"),
                               usage={{"output_tokens": 1}}, cost=0.04, request_id="req-1")
+        ledger.mark_submitted(1, make_task(Path({str(tmp_path)!r}), "next"), "fp2")
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
     with Ledger.open(path) as reopened:
         record = reopened.get("shirt")
