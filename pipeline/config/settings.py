@@ -18,12 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from pipeline.errors import ConfigError
 
 CONFIG_ENV = "IMGEDIT_CONFIG"
+# A key with these would break the Authorization header (CR/LF) or hide in a terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Secret(str):
@@ -98,6 +101,16 @@ class Provider:
     headers: Mapping[str, str] = field(default_factory=dict)
     simulator: Mapping[str, Any] | None = None  # options when this provider is the simulator
 
+    @property
+    def endpoint(self) -> str:
+        """"name@host" of the gateway that answers; "simulator" for the simulator, in this
+        process or served on a port: a result is done only for the endpoint that produced
+        it (a rehearsal is a rehearsal)."""
+        if self.base_url is None or self.name == "simulator":
+            return self.name
+        host = urlsplit(self.base_url).hostname or self.base_url
+        return f"{self.name}@{host.lower()}"
+
 
 def load_provider(folder: Path, name: str, base_url_option: str | None = None) -> Provider:
     path = config_file(folder, "providers.yaml")
@@ -110,6 +123,10 @@ def load_provider(folder: Path, name: str, base_url_option: str | None = None) -
     key_env = entry.get("api_key_env")
     key = env.get("IMGEDIT_API_KEY") or (env.get(key_env) if key_env else None)
     base_url = base_url_option or env.get("IMGEDIT_BASE_URL") or entry.get("base_url")
+    if key is not None and _CONTROL.search(key):
+        where = "IMGEDIT_API_KEY" if env.get("IMGEDIT_API_KEY") else key_env
+        raise ConfigError(f"the API key in {where} contains a control character (a line"
+                          " break or similar, often pasted from a file): set it again without it")
     simulator = entry.get("simulator")
     if simulator is not None and base_url_option is None and not env.get("IMGEDIT_BASE_URL"):
         base_url = None  # started in-process on a free port by the runner

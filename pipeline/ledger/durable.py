@@ -2,16 +2,20 @@
 
 Every file imgedit writes for a user (outputs, sidecars, the report) goes
 through `write_atomic`, so a kill -9 at any moment leaves either the old file,
-the new one, or a stray `.imgedit-*.part` temp file, never a torn one.
+the new one, or a stray `.imgedit-<pid>-*.part` temp file, never a torn one.
+The pid in the name lets the next run remove a dead run's temp files without
+touching those of a live run writing into the same folder.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
 TEMP_PREFIX = ".imgedit-"
+_TEMP = re.compile(r"^\.imgedit-(?:(\d+)-)?.*\.part$")
 
 
 def _umask() -> int:
@@ -24,20 +28,28 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
-def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """`path` holds the old bytes or `data`, never a mix. sync=False skips the fsync:
-    still whole after a kill -9 (the page cache survives it), but after a power cut the
-    new name may show an empty or cut file: only for files whose loss costs a re-send
-    and which are checked when read (the sidecar), never for a user's image."""
+def is_temp_name(name: str) -> bool:
+    """`.imgedit-*.part`: a file write_atomic had not finished."""
+    return _TEMP.match(name) is not None
+
+
+def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> os.stat_result:
+    """`path` holds the old bytes or `data`, never a mix; returns the file's stat (size,
+    mtime). sync=False skips the fsync: still whole after a kill -9 (the page cache
+    survives it), but after a power cut the new name may show an empty or cut file: only
+    for files whose loss costs a re-send and which are checked when read (the sidecar),
+    never for a user's image."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".part")
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{os.getpid()}-",
+                                suffix=".part")
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
             if sync:
-                fh.flush()
                 os.fsync(fh.fileno())
+            stat = os.fstat(fh.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -45,3 +57,39 @@ def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
     # No fsync of the folder: a power cut may undo the rename, and then the next run
     # sends the task again, as it would with the ledger's last commits. The data itself
     # is fsynced before the rename, so a torn image can never appear under the name.
+    return stat
+
+
+def remove_stray_temps(folder: Path) -> int:
+    """Remove the temp files of runs that died in `folder`; returns how many went.
+
+    A file whose pid is a live process is left alone: it may be another manifest's run
+    writing there now. (A file from another machine sharing the folder looks dead.)
+    """
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        match = _TEMP.match(name)
+        if match is None or (match.group(1) and _alive(int(match.group(1)))):
+            continue
+        try:
+            os.unlink(folder / name)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True

@@ -1,6 +1,8 @@
 """The run lock: one `imgedit run` per manifest at a time.
 
-Owns the lock file beside the ledger (`<ledger>.lock`), the pid written in it,
+Owns the lock file beside the ledger (`.<ledger name>.lock`: hidden, so that
+`rm job.ledger.sqlite*` removes the ledger but not the lock a live run holds,
+and a second run started after such an rm still waits its turn), the pid written in it,
 and the set of locks this process holds (`holds`, which Ledger.open asks). It
 must never wait for the lock (a second run fails at once with LockHeld, exit 75)
 and never delete the lock file (see `release`).
@@ -24,8 +26,9 @@ _held_here: set[Path] = set()
 
 
 def lock_path(ledger: Path) -> Path:
-    """`<ledger>.lock`, beside the ledger. Given a path that already ends in .lock, itself."""
-    return ledger if ledger.suffix == ".lock" else ledger.with_name(f"{ledger.name}.lock")
+    """`.<ledger name>.lock`, beside the ledger. Given a path that already ends in .lock,
+    itself."""
+    return ledger if ledger.suffix == ".lock" else ledger.with_name(f".{ledger.name}.lock")
 
 
 def holds(ledger: Path) -> bool:
@@ -36,7 +39,7 @@ def holds(ledger: Path) -> bool:
 class RunLock:
     """`with RunLock(ledger, manifest=m):` holds the manifest's lock or raises LockHeld.
 
-    `ledger` is the ledger's path (the lock file is `<ledger>.lock`) or the lock file's.
+    `ledger` is the ledger's path (the lock file is `.<ledger name>.lock`) or the lock file's.
     """
 
     def __init__(self, ledger: Path, *, manifest: Path | None = None):

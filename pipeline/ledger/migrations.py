@@ -13,6 +13,8 @@ transaction, so it must not use executescript() or COMMIT itself.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +85,35 @@ def m003_reviews(db: sqlite3.Connection) -> None:
         )"""
     )
     db.execute("CREATE INDEX reviews_by_task ON reviews (task_id, id)")
+
+
+@migration
+def m004_outputs_are_ours(db: sqlite3.Connection) -> None:
+    # `claims`: every output stem (path without its image extension) a task was about to
+    # write, recorded before its request went out, so a glob never takes our own file for
+    # an input, also after a crash between the image and its sidecar.
+    db.execute(
+        """CREATE TABLE claims (
+        stem TEXT PRIMARY KEY, task_id TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        suffixes TEXT NOT NULL  -- the image extensions the stem may carry: ".png .jpeg .webp"
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX claims_by_task ON claims (task_id)")
+    # What a success wrote: [[path, size, mtime_ns, sha256], ...] outputs then sidecar, so
+    # "done" means these very files, not any file at those paths; and the endpoint
+    # ("provider@host") that produced it, so a rehearsal is never taken for the real thing.
+    db.execute("ALTER TABLE tasks ADD COLUMN written TEXT")
+    db.execute("ALTER TABLE tasks ADD COLUMN endpoint TEXT")
+    # Each input fully decoded once per content: 'ok' or what is wrong with it.
+    db.execute("ALTER TABLE file_hashes ADD COLUMN verdict TEXT")
+    db.execute("CREATE INDEX file_hashes_by_sha256 ON file_hashes (sha256)")
+    # Outputs of finished work are ours from the start.
+    rows = db.execute("SELECT id, fingerprint, outputs FROM tasks WHERE outputs != '[]'")
+    for task_id, fp, outputs in rows.fetchall():
+        for path in json.loads(outputs):
+            stem, suffix = os.path.splitext(path)
+            db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                       (stem, task_id, fp, suffix))
 
 
 # A schema change is a new `@migration def m00N_...(db)` here, after the last one.

@@ -10,6 +10,8 @@ and sidecar are on disk with a matching fingerprint.
 from __future__ import annotations
 
 import enum
+import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,8 +20,9 @@ from typing import Any
 
 from pipeline.config.models import Models
 from pipeline.ledger.fingerprint import fingerprint
+from pipeline.ledger.ours import output_slots, still_written, written
 from pipeline.ledger.reviews import Reviews
-from pipeline.ledger.sidecar import read_sidecar
+from pipeline.ledger.sidecar import owner, read_sidecar, sidecar_paths
 from pipeline.ledger.store import Ledger, TaskState
 from pipeline.task import State, Task
 
@@ -27,7 +30,8 @@ from pipeline.task import State, Task
 class Category(enum.StrEnum):
     NEW = "new"  # never run
     CHANGED = "changed"  # ran before, but its inputs, prompt or fields changed since
-    DONE = "done"  # succeeded with this fingerprint and its outputs exist
+    DONE = "done"  # succeeded with this fingerprint here; its outputs are what it wrote
+    REHEARSED = "rehearsed"  # succeeded, but from another endpoint (the simulator): sent
     RETRY = "retry"  # failed with a retryable error, or interrupted: runs again
     FAILED = "failed"  # failed terminally: runs again only with --retry-failed
     UNKNOWN = "unknown"  # no answer came; may have been billed
@@ -77,15 +81,34 @@ class Plan:
     held: int = 0
     # Tasks --only or --limit did not pick: neither done nor held, just not this run's.
     left_out: int = 0
+    # Output folder -> rough bytes this run will write there (checked before sending).
+    room: Counter[str] = field(default_factory=Counter)
 
 
-def categorise(task: Task, fp: str, record: tuple[str, str, bool, list[str]] | None) -> Category:
+# A rough size of one output: a quarter byte per pixel, what a photo's JPEG takes
+# (its PNG takes several times more), plus its share of the sidecar.
+BYTES_PER_PIXEL = 0.25
+SIDECAR_BYTES = 4096
+
+
+def output_bytes(task: Task) -> int:
+    width, _, height = str(task.fields.get("size", "")).partition("x")
+    pixels = int(width) * int(height) if width.isdigit() and height.isdigit() else 1024 * 1024
+    return task.n * int(pixels * BYTES_PER_PIXEL) + SIDECAR_BYTES
+
+def categorise(task: Task, fp: str, record: TaskState | None,
+               endpoint: str | None = None) -> Category:
     if record is None:
         return Category.NEW
-    old_fp, state, terminal, outputs = record
+    old_fp, state, terminal, outputs, written, done_at = record
     if old_fp != fp:
         return Category.CHANGED
     if state == State.SUCCEEDED:
+        # A ledger from before endpoints were recorded (done_at None) is taken at its word.
+        if endpoint is not None and done_at is not None and done_at != endpoint:
+            return Category.REHEARSED
+        if written is not None:
+            return Category.DONE if still_written(written) else Category.CHANGED
         return Category.DONE if all(Path(p).exists() for p in outputs) else Category.CHANGED
     if state == State.FAILED:
         return Category.FAILED if terminal else Category.RETRY
@@ -102,16 +125,22 @@ class Found(enum.Enum):
     SKIP = "skip"  # do not look: a run's send pass, after its plan adopted them all
 
 
-def walk(tasks: Iterable[Task], ledger: Ledger, *,
-         found: Found = Found.ADOPT) -> Iterator[tuple[Task, str, Category]]:
-    """Each task with its fingerprint and category."""
+def walk(tasks: Iterable[Task], ledger: Ledger, *, found: Found = Found.ADOPT,
+         endpoint: str | None = None,
+         clashes: list[str] | None = None) -> Iterator[tuple[Task, str, Category]]:
+    """Each task with its fingerprint and category, for the gateway at `endpoint`
+    ("provider@host"; None: any). Files in the way of a task to send that are not
+    ours go to `clashes`, when given, one message each."""
     rejected = Reviews(ledger).rejected()  # a few ids: people review, not machines
     for chunk in _chunks(tasks, CHUNK):
         states = ledger.states([task.id for task in chunk])
         for task in chunk:
-            task, fp, category = _categorised(task, states.get(task.id), ledger, found)
+            task, fp, category = _categorised(task, states.get(task.id), ledger, found,
+                                              endpoint)
             if category is Category.DONE and task.id in rejected:
                 category = Category.REJECTED
+            if clashes is not None and category is not Category.DONE:
+                clashes += _clashes(task, ledger)
             yield task, fp, category
 
 
@@ -130,25 +159,28 @@ def _chunks(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
 
 
 def _categorised(task: Task, record: TaskState | None, ledger: Ledger,
-                 found: Found) -> tuple[Task, str, Category]:
+                 found: Found, endpoint: str | None) -> tuple[Task, str, Category]:
     fp = fingerprint(task, ledger)
-    category = categorise(task, fp, record)
+    category = categorise(task, fp, record, endpoint)
     # Outputs the ledger does not know of: a run killed between writing them and recording
     # the success (unknown), or a ledger lost, deleted or left on another machine (new).
     # Their sidecar proves the work was paid for; other tasks cannot have any.
     if (found is not Found.SKIP and category in (Category.UNKNOWN, Category.NEW)
-            and (orphan := _orphan(task, fp))):
+            and (orphan := _orphan(task, fp, endpoint))):
         if found is Found.ADOPT:
             _adopt(task, fp, *orphan, ledger)
         category = Category.DONE
     return task, fp, category
 
 
-def _orphan(task: Task, fp: str) -> tuple[dict[str, Any], list[Path]] | None:
-    """The sidecar and outputs of this exact work, when they are all on disk."""
+def _orphan(task: Task, fp: str,
+            endpoint: str | None) -> tuple[dict[str, Any], list[Path]] | None:
+    """The sidecar and outputs of this exact work, from this endpoint, when all on disk."""
     sidecar = read_sidecar(task)
-    if not sidecar or sidecar.get("fingerprint") != fp:
+    if not sidecar or sidecar.get("fingerprint") != fp or owner(task) is not None:
         return None
+    if endpoint is not None and sidecar.get("endpoint", endpoint) != endpoint:
+        return None  # a rehearsal's result: the real gateway has not made it
     # Looked for where this task's template puts them now, not at the paths the sidecar
     # recorded: a catalog copied to another folder or machine is still the same work.
     formats = [Path(p).suffix[1:] for p in sidecar.get("outputs", [])]
@@ -159,9 +191,42 @@ def _orphan(task: Task, fp: str) -> tuple[dict[str, Any], list[Path]] | None:
 def _adopt(task: Task, fp: str, sidecar: dict[str, Any], outputs: list[Path],
            ledger: Ledger) -> None:
     """Record a success found on disk instead of paying for it again."""
-    ledger.mark_succeeded(task.id, fp, outputs, task.sidecar_path(outputs[0].suffix[1:]),
-                          usage=sidecar.get("usage"), cost=float(sidecar.get("cost") or 0),
-                          request_id=sidecar.get("request_id"))
+    path = task.sidecar_path(outputs[0].suffix[1:])
+    files = [written(p, p.read_bytes(), os.stat(p)) for p in (*outputs, path)]
+    ledger.mark_succeeded(task.id, fp, outputs, path,
+                          usage=sidecar.get("usage"), cost=_number(sidecar.get("cost")),
+                          request_id=sidecar.get("request_id"), written=files,
+                          endpoint=sidecar.get("endpoint"))
+
+
+def _number(value: Any) -> float:
+    try:
+        cost = float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    return cost if math.isfinite(cost) and cost >= 0 else 0.0
+
+
+def _clashes(task: Task, ledger: Ledger) -> list[str]:
+    """A file at a path `task` would write that another manifest (or a person) put
+    there: never overwritten, never taken as this task's result. At most one message."""
+    for stem, suffixes in output_slots(task).items():
+        for path in (stem + suffix for suffix in sorted(suffixes)):
+            if not os.path.lexists(path):
+                continue
+            why = owner(task)  # a sidecar naming another task or manifest
+            claim = ledger.claimed_by(path)
+            if why is None and claim != task.id and (claim is not None or not _sidecar(task)):
+                why = (f"the ledger says task {claim!r} wrote it" if claim else
+                       "imgedit has no record of writing it")
+            if why is not None:
+                return [f"{path} already exists and is not the result of task {task.id!r}"
+                        f" ({why}): move it away, or change the output template"]
+    return []
+
+
+def _sidecar(task: Task) -> bool:
+    return any(os.path.lexists(path) for path in sidecar_paths(task))
 
 
 def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
@@ -180,4 +245,7 @@ def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
             continue
         plan.to_send += 1
         plan.estimate += models.estimate(task)
+        # A dead run's temp file belongs to a task it had not finished: that task is sent
+        # again, so its folder is among these, and cleaned before the first request.
+        plan.room[os.path.dirname(task.output_path(0, "png"))] += output_bytes(task)
         yield task, fp

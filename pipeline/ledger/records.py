@@ -57,6 +57,8 @@ class TaskState(NamedTuple):
     state: State
     terminal: bool
     outputs: list[str]
+    written: list[list[Any]] | None = None  # [[path, size, mtime_ns, sha256], ...]
+    endpoint: str | None = None  # "provider@host" of the success
 
 
 @dataclass(frozen=True, kw_only=True)

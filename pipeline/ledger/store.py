@@ -32,7 +32,9 @@ from typing import Any, Self
 from pipeline.config.redact import clean, clean_or_none
 from pipeline.errors import InputError
 from pipeline.ledger import lock
+from pipeline.ledger.hashes import FileHashes
 from pipeline.ledger.migrations import migrate
+from pipeline.ledger.ours import Claims, Written
 from pipeline.ledger.records import Attempt, Outcome, TaskRecord, TaskState, task_record
 from pipeline.task import State, Task
 
@@ -57,7 +59,7 @@ _TASK_COLUMNS = (
 )
 
 
-class Ledger:
+class Ledger(Claims, FileHashes):
     """The ledger of one manifest. Synchronous; use from one thread (the event loop's)."""
 
     def __init__(self, db: sqlite3.Connection, clock: Callable[[], float]):
@@ -102,7 +104,7 @@ class Ledger:
                 )
         except sqlite3.DatabaseError as exc:
             db.close()
-            raise InputError(f"{path}: cannot use this file as a ledger ({exc})") from exc
+            raise InputError(corrupt_message(path, exc)) from exc
         except BaseException:
             db.close()
             raise
@@ -183,6 +185,7 @@ class Ledger:
             error_code=None, model=task.model, prompt=task.prompt, run_id=run_id,
             first_input=first,
         )
+        self.claim(task, fingerprint)
         self.flush()
 
     def record_attempt(self, attempt: Attempt) -> int:
@@ -220,15 +223,22 @@ class Ledger:
         usage: Mapping[str, Any] | None,
         cost: float | None,
         request_id: str | None,
+        written: Sequence[Written] = (),
+        endpoint: str | None = None,
     ) -> None:
         """Batched (see the module docstring): the outputs and the sidecar are on disk
-        already, and they are the proof a kill -9 cannot take away."""
+        already, and they are the proof a kill -9 cannot take away.
+
+        `written`: each output and the sidecar as written (see ours.py); `endpoint`: the
+        "provider@host" that answered."""
         self._set_task(
             task_id, fingerprint, State.SUCCEEDED, terminal=0, reason=None, error_type=None,
             error_code=None, outputs=_json([str(p) for p in outputs]), sidecar=str(sidecar),
             usage=None if usage is None else _json(dict(usage)), cost=cost,
-            request_id=request_id,
+            request_id=request_id, written=self.written_json(written) if written else None,
+            endpoint=endpoint,
         )
+        self.claim_written(task_id, fingerprint, written)
         self._write(
             "UPDATE runs SET cost = cost + ? WHERE id = (SELECT run_id FROM tasks WHERE id = ?)",
             (_usd(cost), task_id),
@@ -260,15 +270,6 @@ class Ledger:
         self._set_task(task_id, fingerprint, State.UNKNOWN, terminal=0, reason=clean(reason))
         self._wrote()
 
-    def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str,
-                      format: str | None = None) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, sha256, format)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (str(path), size, mtime_ns, sha256, format),
-        )
-        self._wrote()
-
     def connection(self) -> sqlite3.Connection:
         """The open connection, pending writes committed: for the ledger's own modules
         that keep their SQL beside their concept (reviews.py)."""
@@ -280,21 +281,6 @@ class Ledger:
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         row = self._db.execute(sql, params).fetchone()
         return row[0] if row else None
-
-    def file_hash(self, path: Path, size: int, mtime_ns: int) -> str | None:
-        result: str | None = self._scalar(
-            "SELECT sha256 FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
-            (str(path), size, mtime_ns),
-        )
-        return result
-
-    def known_format(self, path: Path, size: int, mtime_ns: int) -> str | None:
-        """The image format recorded when this unchanged file was last hashed."""
-        result: str | None = self._scalar(
-            "SELECT format FROM file_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
-            (str(path), size, mtime_ns),
-        )
-        return result
 
     def get(self, task_id: str) -> TaskRecord | None:
         row = self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
@@ -309,15 +295,16 @@ class Ledger:
     def states(self, ids: Sequence[str] | None = None) -> dict[str, TaskState]:
         """task id → (fingerprint, state, terminal, outputs) for `ids` (all when None).
         Planning asks in chunks, so 100k tasks never sit in one dict."""
-        sql = "SELECT id, fingerprint, state, terminal, outputs FROM tasks"
+        sql = "SELECT id, fingerprint, state, terminal, outputs, written, endpoint FROM tasks"
         if ids is None:
             rows = self._db.execute(sql)
         else:
             marks = ",".join("?" * len(ids))
             rows = self._db.execute(f"{sql} WHERE id IN ({marks})", tuple(ids))
         return {
-            id_: TaskState(fp, _STATES[state], terminal == 1, _paths(outputs))
-            for id_, fp, state, terminal, outputs in rows
+            id_: TaskState(fp, _STATES[state], terminal == 1, _paths(outputs),
+                           json.loads(written) if written else None, endpoint)
+            for id_, fp, state, terminal, outputs, written, endpoint in rows
         }
 
     def counts(self) -> dict[str, int]:
@@ -359,6 +346,12 @@ class Ledger:
 
 
 _STATES = {state.value: state for state in State}  # a dict lookup: 100k rows in planning
+
+
+def corrupt_message(path: Path, exc: Exception) -> str:
+    return (f"{path}: the ledger is damaged ({exc}). Restore it from a backup, or move it"
+            " aside (with its -wal and -shm files) and run again: the sidecars beside the"
+            " results let the next run adopt finished work instead of paying for it again")
 
 
 def _paths(outputs: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,13 +146,15 @@ class _Ids:
         return base if count == 1 else f"{base}#{count}"
 
 
-def expand(entries: tuple[Entry, ...], root: Path, default_model: str) -> Iterator[Made]:
-    """Tasks and problems in manifest order, one at a time."""
+def expand(entries: tuple[Entry, ...], root: Path, default_model: str,
+           ours: Callable[[Path], bool] | None = None) -> Iterator[Made]:
+    """Tasks and problems in manifest order, one at a time. `ours(path)`: a file imgedit
+    wrote, which no glob takes."""
     # Derived ids can only repeat across entries, or between rows of one csv entry;
     # a lone glob needs no memory of the ids it gave, which keeps a run flat.
     deriving = [e for e in entries if "id" not in e.values]
     ids = _Ids(len(deriving) > 1 or any(e.kind == "csv" for e in deriving))
-    build = _Builder(root, default_model, ids)
+    build = _Builder(root, default_model, ids, ours)
     for entry in entries:
         if entry.problems:  # once per entry, not once per task it expands to
             yield Made(entry, None, entry.problems)
@@ -181,8 +183,10 @@ def relative(root: Path, path: Path) -> str:
 
 
 class _Builder:
-    def __init__(self, root: Path, default_model: str, ids: _Ids):
+    def __init__(self, root: Path, default_model: str, ids: _Ids,
+                 ours: Callable[[Path], bool] | None):
         self.root, self.default_model, self.ids = root, default_model, ids
+        self.ours = ours
 
     def each(self, entry: Entry, values: Mapping[str, Any], first: Path | None = None,
              columns: Mapping[str, str] | None = None,
@@ -242,6 +246,8 @@ def _glob_tasks(build: _Builder, entry: Entry) -> Iterator[Made]:
     outputs = globsource.outputs_pattern(str(entry.values.get("output") or DEFAULT_OUTPUT))
     found = False
     for path in globsource.matches_any(build.root, patterns, as_list(entry.values.get("exclude"))):
+        if build.ours is not None and build.ours(path):
+            continue  # written (or being written) by imgedit: the ledger says so
         if globsource.is_earlier_output(path, relative(build.root, path), outputs):
             continue  # an earlier run's result, not a new input
         found = True

@@ -13,7 +13,7 @@ It never sends requests, never writes files and never holds every Task at once:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,9 @@ class Manifest:
     entries: tuple[Entry, ...] = ()
     default_model: str = "gpt-image-1"  # when neither a task nor defaults name a model
     problems: tuple[Problem, ...] = ()  # top-level problems, reported again by check_all
+    # Whether a file is one imgedit wrote (an output, a sidecar, a temp file): never an
+    # input. The run sets it from the ledger; without one, only temp files are known.
+    ours: Callable[[Path], bool] | None = None
 
     def tasks(self) -> Iterator[Task]:
         """Every task in manifest order, built one at a time.
@@ -58,7 +61,7 @@ class Manifest:
 
     def expand(self) -> Iterator[Made]:
         """Tasks, and the problems that kept some from being made, in manifest order."""
-        return entries.expand(self.entries, self.root, self.default_model)
+        return entries.expand(self.entries, self.root, self.default_model, self.ours)
 
 
 def load(path: Path, models: object = None, *, default_model: str = "gpt-image-1",

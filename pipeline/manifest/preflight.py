@@ -1,7 +1,7 @@
 """The check pass: every task of a manifest, checked in one stream before anything is sent.
 
-Owns what needs the disk and the model table: inputs exist, can be read and
-are images (magic bytes and size, never a full decode); model limits (through
+Owns what needs the disk and the model table: inputs exist, are regular files
+and whole images the API takes (inputs.py, once per unchanged file); model limits (through
 models.py); ids are unique; outputs neither collide, nor land on an input, nor
 leave the manifest's folder tree unless `allow_outside: true`.
 
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config.models import FileFacts, Models, probe
+from pipeline.config.models import FileFacts, Models
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import prepared
 from pipeline.manifest.entries import Made, os_reason
+from pipeline.manifest.inputs import InputCache, check_input
 from pipeline.task import IMAGE_FORMATS, Location, Task
 
 if TYPE_CHECKING:
@@ -53,17 +54,15 @@ class ValidationReport:
     warnings: tuple[Problem, ...] = ()
 
 
-KnownFormat = Callable[[Path, int, int], "str | None"]
-
-
 def validate(manifest: Manifest, models: Models,
-             known: KnownFormat | None = None) -> Iterator[Checked]:
+             known: InputCache | None = None) -> Iterator[Checked]:
     """Check every task in manifest order, one at a time; problems are yielded, never raised.
 
-    `known(path, size, mtime_ns)` may vouch for a file checked on an earlier run
-    (the ledger's hash cache), so an unchanged catalog is stat()ed, not re-opened.
+    `known` (the ledger) remembers what each input's full check found, so an
+    unchanged catalog is stat()ed, not re-opened.
     """
     files = _Files(known=known)
+    ours = manifest.ours
     seen = _Seen(manifest)
     for made in manifest.expand():
         task = made.task
@@ -74,6 +73,9 @@ def validate(manifest: Manifest, models: Models,
         facts: dict[Path, FileFacts] = {}
         for key, path in _inputs(made, task):
             found = files.get(path)
+            if key != "glob" and ours is not None and ours(path):
+                found = (f"{path} is a result imgedit wrote for this manifest, not an input:"
+                         " copy it elsewhere to edit it again")
             if isinstance(found, str):
                 problems.append(Problem(made.entry.at(key), made.entry.name(key), found))
             elif task.prepare is not None:  # the model gets the prepared file, not this one
@@ -93,7 +95,7 @@ def check_all(
     *,
     max_problems: int = 1000,
     on_task: Callable[[Task], None] | None = None,
-    known: KnownFormat | None = None,
+    known: InputCache | None = None,
 ) -> ValidationReport:
     """One streaming pass over every task: counts and a cost estimate, or every problem.
 
@@ -145,7 +147,7 @@ def _inputs(made: Made, task: Task) -> Iterator[tuple[str, Path]]:
 class _Files:
     """Probes each input file once; recent answers are kept for files many tasks share."""
 
-    def __init__(self, keep: int = 4096, known: KnownFormat | None = None):
+    def __init__(self, keep: int = 4096, known: InputCache | None = None):
         self.keep = keep
         self.known = known
         self.recent: OrderedDict[Path, FileFacts | str] = OrderedDict()
@@ -155,30 +157,14 @@ class _Files:
         if path in self.recent:
             self.recent.move_to_end(path)
             return self.recent[path]
-        answer = self._probe(path)
+        try:
+            answer = check_input(path, self.known)
+        except OSError as exc:
+            answer = os_reason(exc, path)
         self.recent[path] = answer
         if len(self.recent) > self.keep:
             self.recent.popitem(last=False)
         return answer
-
-    def _probe(self, path: Path) -> FileFacts | str:
-        try:
-            facts = self._vouched(path) or probe(path)
-        except OSError as exc:
-            return os_reason(exc, path)
-        if facts.size == 0:
-            return f"{path} is empty (0 bytes)"
-        if facts.format is None:
-            return f"{path} is not a PNG, JPEG or WebP image"
-        return facts
-
-
-    def _vouched(self, path: Path) -> FileFacts | None:
-        if self.known is None:
-            return None
-        stat = os.stat(path)
-        fmt = self.known(path, stat.st_size, stat.st_mtime_ns)
-        return FileFacts(stat.st_size, fmt) if fmt else None
 
 
 def _key(path: str) -> int:

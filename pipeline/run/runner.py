@@ -9,11 +9,13 @@ then cancel. The key is handed to the client and to nothing else.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
 import math
 import signal
+import sqlite3
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -39,7 +41,7 @@ from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
-from pipeline.run import redo
+from pipeline.run import folders, redo, spool
 from pipeline.task import Task
 from pipeline.views import summary
 from pipeline.views.logs import event
@@ -135,17 +137,26 @@ def prepare(options: RunOptions) -> Job:
 
 def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
               found: Found = Found.ADOPT) -> Plan:
+    """What a run would send; raises InputError naming files in the way that are not ours."""
     plan = Plan()
-    for _ in select(walk(job.manifest.tasks(), ledger, found=found), selection, job.models,
-                    plan):
+    clashes: list[str] = []
+    walked = walk(job.manifest.tasks(), ledger, found=found, endpoint=job.provider.endpoint,
+                  clashes=clashes)
+    for _ in select(walked, selection, job.models, plan):
         pass
+    if clashes:
+        raise InputError("files in the way of this run's outputs (nothing was sent):\n  "
+                         + "\n  ".join(clashes[:20])
+                         + (f"\n  ... and {len(clashes) - 20} more" if len(clashes) > 20 else ""))
     return plan
 
 
 def _check(job: Job, ledger: Ledger) -> tuple[str, ...]:
     """Every file, id, output and model limit; raises ManifestError with all problems.
+    From here on no glob takes a file of ours (known to this ledger) for an input.
     Returns the warnings (a glob that matched nothing)."""
-    report = check_all(job.manifest, job.models, known=ledger.known_format)
+    job.manifest = dataclasses.replace(job.manifest, ours=ledger.is_ours)
+    report = check_all(job.manifest, job.models, known=ledger)
     return tuple(str(w) for w in report.warnings)
 
 
@@ -181,9 +192,10 @@ def check(options: RunOptions) -> Checked:
     job = prepare(options)
     with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
         path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
-        with Ledger.open(path, recover=False) as ledger:
+        with Ledger.open(path, recover=False) as ledger, _damaged(path):
             warnings = _check(job, ledger)
             plan = plan_only(job, ledger, options.selection, found=Found.COUNT)
+            folders.check(plan.room, clean=False)
     return Checked(job, plan, warnings)
 
 
@@ -210,9 +222,11 @@ def _planned(options: RunOptions) -> Iterator[tuple[Job, Ledger, Plan, tuple[str
     """Validated, locked, planned and within budget, or an InputError before anything."""
     job = prepare(options)
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
-    with lock, Ledger.open(job.ledger_path) as ledger:
+    with lock, Ledger.open(job.ledger_path) as ledger, _damaged(job.ledger_path):
+        spool.deliver(spool.folder(job.ledger_path), ledger)  # paid earlier, not yet written
         warnings = _check(job, ledger)
         plan = plan_only(job, ledger, options.selection)
+        folders.check(plan.room)
         max_cost = job.settings.max_cost
         if max_cost is not None and plan.estimate > max_cost:
             raise InputError(
@@ -222,6 +236,20 @@ def _planned(options: RunOptions) -> Iterator[tuple[Job, Ledger, Plan, tuple[str
             names = dict.fromkeys(filter(None, (job.provider.api_key_env, "IMGEDIT_API_KEY")))
             raise ConfigError(f"no API key: set {' or '.join(names)} in the environment")
         yield job, ledger, plan, warnings
+
+
+@contextlib.contextmanager
+def _damaged(path: Path) -> Iterator[None]:
+    """A damaged ledger page met mid-way is a message with what to do, not a traceback."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise InputError(ledger_mod.corrupt_message(path, exc)) from exc
+    except BaseExceptionGroup as group:  # met by a worker, inside the task group
+        found = group.subgroup(sqlite3.DatabaseError)
+        if found is None:
+            raise
+        raise InputError(ledger_mod.corrupt_message(path, found.exceptions[0])) from group
 
 
 def simulated(provider: Provider) -> bool:
@@ -274,10 +302,13 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                                   or chosen.redo_rejected else "",
                                   keep_aside=redo.rejected_files(ledger)
                                   if chosen.redo_rejected else None,
+                                  endpoint=job.provider.endpoint,
+                                  spool=spool.folder(job.ledger_path),
                                   preparer=Preparer(cache_folder(job.ledger_path), ledger,
                                                     job.models))
             # The plan has adopted whatever finished work was on disk: no need to look again.
-            walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP)
+            walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP,
+                          endpoint=job.provider.endpoint)
             walked = _note_resent(walked, chosen, scheduler.billed_before, ledger)
             work = redo.with_prompt_suffix(select(walked, chosen, job.models, plan),
                                            options.prompt_suffix)

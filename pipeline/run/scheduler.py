@@ -9,6 +9,7 @@ spent budget or a shutdown request no new request starts.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import time
@@ -27,12 +28,12 @@ from pipeline.gateway import retry
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import AdaptiveConcurrency, Throttle
 from pipeline.ledger.fingerprint import idempotency_key
-from pipeline.ledger.sidecar import write_sidecar
 from pipeline.ledger.store import Attempt, Ledger
 from pipeline.run.diskwriter import DiskWriter
 from pipeline.run.prepare import PrepareFailed, Preparer
 from pipeline.run.redo import keep_rejected
-from pipeline.run.writer import write_outputs
+from pipeline.run.spool import kept_or_lost
+from pipeline.run.writer import Result, result_of, write_result
 from pipeline.task import Task
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
@@ -86,6 +87,8 @@ class Scheduler:
         price: Callable[[Task, Mapping[str, Any] | None], float],
         throttle: Throttle | None = None,
         key_salt: str = "",
+        endpoint: str | None = None,
+        spool: Path | None = None,
         preparer: Preparer | None = None,
         keep_aside: Mapping[str, list[Path]] | None = None,
     ):
@@ -102,6 +105,8 @@ class Scheduler:
         # keys would hand back the old answer. Without it, a re-sent `unknown` task keeps
         # its key, so such a gateway can return what it already billed.
         self.key_salt = key_salt
+        self.endpoint = endpoint  # "provider@host": recorded with each result
+        self.spool = spool  # where a paid answer waits when its folder refuses it
         self.preparer = preparer  # inputs downscaled/converted before upload (prepare:)
         # --redo-rejected: task id → its rejected files, renamed aside before the new write.
         self.keep_aside = keep_aside or {}
@@ -342,28 +347,49 @@ class Scheduler:
             "mask": str(task.mask) if task.mask else None,
             "usage": answer.usage, "revised_prompt": answer.revised_prompt,
             "request_id": answer.request_id, "attempts": attempts, "cost": cost,
-            "finished_at": time.time(),
+            "finished_at": time.time(), "endpoint": self.endpoint,
         }
         if answer.notes:
             record["notes"] = list(answer.notes)
+        result = result_of(task, fingerprint, answer.images, answer.formats, record)
 
-        def write() -> tuple[list[Any], Any]:
+        def write() -> list[Any]:
             if task.id in self.keep_aside:
                 keep_rejected(self.keep_aside[task.id])
-            outputs = write_outputs(task, answer.images, answer.formats)
-            record["outputs"] = [str(p) for p in outputs]
-            return outputs, write_sidecar(task, answer.formats[0], record)
+            return write_result(result)
 
-        # Disk writes (with fsync) go to a thread so the event loop keeps sending.
-        outputs, sidecar = await self.disk.run(write)
-        self.ledger.mark_succeeded(task.id, fingerprint, outputs, sidecar, usage=answer.usage,
-                                   cost=cost, request_id=answer.request_id)
+        try:
+            # Disk writes (with fsync) go to a thread so the event loop keeps sending.
+            written = await self.disk.run(write)
+        except OSError as exc:
+            self._not_written(task, fingerprint, result, exc, record)
+            return
+        outputs = result.outputs
+        self.ledger.mark_succeeded(task.id, fingerprint, outputs, result.sidecar,
+                                   usage=answer.usage, cost=cost, request_id=answer.request_id,
+                                   written=written, endpoint=self.endpoint)
         event(logging.INFO, "task succeeded", id=task.id, attempts=attempts,
               outputs=",".join(str(p) for p in outputs), cost=round(cost, 4))
         self.tally.succeeded += 1
         self.tally.wrote([str(p) for p in outputs])
         self.tally.spent += cost
         self._check_budget()
+
+    def _not_written(self, task: Task, fingerprint: str, result: Result,
+                     exc: OSError, record: dict[str, Any]) -> None:
+        """A paid answer its folder refused: kept in the spool, launching stops."""
+        where = result.outputs[0].parent
+        reason = kept_or_lost(self.spool, result, exc, record) if self.spool else str(exc)
+        self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
+                                error_type="not_written", error_code=errno.errorcode.get(
+                                    exc.errno or 0))
+        self.ledger.flush()
+        self.tally.failed += 1
+        self.tally.spent += record["cost"]
+        self.tally.failure(task.id, reason)
+        event(logging.ERROR, "task not written", id=task.id, error=reason)
+        self.stop.set(f"cannot write to {where} ({exc.strerror or exc}); paid results are kept"
+                      " beside the ledger and the next run writes them without a new request")
 
 
 def _without_frames(exc: RequestError) -> RequestError:

@@ -120,7 +120,7 @@ def test_a_ledger_from_a_newer_imgedit_is_refused(path: Path) -> None:
 
 def test_a_file_that_is_no_database_is_refused(path: Path) -> None:
     path.write_bytes(b"this is a manifest, not a ledger\n" * 100)
-    with pytest.raises(InputError, match="cannot"):
+    with pytest.raises(InputError, match=r"damaged.*move it aside"):
         Ledger.open(path)
 
 
@@ -179,9 +179,9 @@ def test_unknown_records_and_listings(ledger: Ledger, tmp_path: Path) -> None:
                           cost=None, request_id=None)
     assert [r.id for r in ledger.records()] == ["a", "b", "c"]
     assert ledger.states() == {
-        "a": ("fp-a", State.SUBMITTED, False, []),
-        "b": ("fp-b", State.UNKNOWN, False, []),
-        "c": ("fp-c", State.SUCCEEDED, False, [str(tmp_path / "c.png")]),
+        "a": ("fp-a", State.SUBMITTED, False, [], None, None),
+        "b": ("fp-b", State.UNKNOWN, False, [], None, None),
+        "c": ("fp-c", State.SUCCEEDED, False, [str(tmp_path / "c.png")], None, None),
     }
     assert ledger.counts() == {"pending": 0, "submitted": 1, "succeeded": 1, "failed": 0,
                                "unknown": 1}

@@ -37,7 +37,7 @@ def hold_in_another_process(ledger: Path) -> subprocess.Popen[str]:
 
 def test_lock_file_sits_beside_the_ledger(tmp_path: Path) -> None:
     ledger = tmp_path / "job.ledger.sqlite"
-    assert lock_path(ledger) == tmp_path / "job.ledger.sqlite.lock"
+    assert lock_path(ledger) == tmp_path / ".job.ledger.sqlite.lock"
     with RunLock(ledger) as lock:
         assert lock.held
         assert lock.path.read_text() == f"{os.getpid()}\n"
@@ -78,3 +78,16 @@ def test_kill_9_of_the_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     assert lock_path(ledger).read_text().strip() == str(child.pid)  # its pid is still written
     with RunLock(ledger) as lock:
         assert lock.held
+
+
+def test_removing_the_ledger_files_leaves_the_lock_of_a_live_run(tmp_path: Path) -> None:
+    """`rm job.ledger.sqlite*` while a run holds the lock: a second run is still refused."""
+    ledger = tmp_path / "job.ledger.sqlite"
+    ledger.write_bytes(b"")
+    Path(f"{ledger}-wal").write_bytes(b"")
+    with hold_in_another_process(ledger) as child:
+        for path in tmp_path.glob("job.ledger.sqlite*"):  # what the shell's glob removes
+            path.unlink()
+        with pytest.raises(LockHeld):
+            RunLock(ledger).acquire()
+        child.communicate("")

@@ -31,7 +31,7 @@ def test_unchanged_files_are_not_read_again(tmp_path: Path, cli: Cli, sim) -> No
     # Same size and mtime, different bytes: only a re-read could notice.
     photo.write_bytes(b"\0" * stat.st_size)
     os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    done = cli("validate", "job.yaml")
+    done = cli("validate", "job.yaml", env={"IMGEDIT_BASE_URL": sim.base_url})
     assert done.returncode == 0, done.stderr
     # "2 tasks": the glob `skus/*.png` does not take the outputs for new inputs
     assert "2 tasks (done 2); would send 0" in done.stdout

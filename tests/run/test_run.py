@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
+import subprocess
+import threading
 from pathlib import Path
 
 from PIL import Image
@@ -216,11 +219,24 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, cli: Cli, sim) -> Non
     assert sim.stats().requests == 0
 
 
+def readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The process's next stdout line, or a failure after `timeout` s: never a hung test."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True)
+    reader.start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        proc.kill()
+        raise AssertionError(f"no line from {proc.args} within {timeout} s") from None
+
+
 def test_simulate_serves_the_gateway_until_stopped(tmp_path: Path, cli: Cli) -> None:
     catalog(tmp_path)
     server = cli.popen("simulate", "--port", "0", "--fault", "502=0")
     assert server.stdout is not None
-    line = server.stdout.readline()
+    line = readline(server, timeout=30)
     assert line.startswith("simulator listening on http://127.0.0.1:"), line
     base_url = line.split()[-1]
     try:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from pipeline.ledger.durable import write_atomic
 from pipeline.ledger.sidecar import read_sidecar, write_sidecar
-from pipeline.run.writer import write_outputs
+from pipeline.run.writer import result_of, write_result
 from pipeline.task import Location, Task
 
 
@@ -35,6 +35,13 @@ def make_task(tmp_path: Path, **kw: object) -> Task:
         placeholders={"dir": str(tmp_path), "stem": "shirt"})
     base.update(kw)
     return Task(**base)  # type: ignore[arg-type]
+
+
+def write_outputs(task: Task, images: list[bytes], formats: list[str]) -> list[Path]:
+    """The images' paths, as the writer put them (the sidecar comes last)."""
+    written = write_result(result_of(task, "fp", images, formats, {"task_id": task.id}))
+    assert Path(written[-1][0]).suffix == ".json"
+    return [Path(path) for path, *_ in written[:-1]]
 
 
 def test_outputs_land_next_to_input_with_real_extension(tmp_path: Path) -> None:
@@ -77,14 +84,14 @@ def test_sidecar_round_trip(tmp_path: Path) -> None:
     path = write_sidecar(task, "png", {"task_id": "shirt", "fingerprint": "abc"})
     assert path == tmp_path / "shirt.edited.json"
     assert json.loads(path.read_text())["fingerprint"] == "abc"
-    assert read_sidecar(task) == {"task_id": "shirt", "fingerprint": "abc"}
+    assert read_sidecar(task) == {"task_id": "shirt", "fingerprint": "abc", "manifest": "m.yaml"}
 
 
 def test_sidecar_found_when_the_format_names_a_folder(tmp_path: Path) -> None:
     task = make_task(tmp_path, output="{dir}/{ext}/{stem}.{ext}")
     path = write_sidecar(task, "webp", {"task_id": "shirt"})
     assert path == tmp_path / "webp/shirt.json"
-    assert read_sidecar(task) == {"task_id": "shirt"}
+    assert read_sidecar(task) == {"task_id": "shirt", "manifest": "m.yaml"}
 
 
 WRITER_LOOP = """
