@@ -12,7 +12,8 @@
         │   └── OutcomeUnknown     upload done, answer lost (read timeout, dropped
         │                          connection): the gateway may have billed it
         ├── StatusError            an HTTP error answer, with the gateway's type/code/message
-        └── BadResponse            a 200 whose body is unreadable or whose bytes are no image
+        ├── BadResponse            a 200 whose body is unreadable or whose bytes are no image
+        └── PrepareFailed          never sent: an input could not be prepared for upload
 
 Whether a RequestError is retried, terminal or fatal is decided in retry.py,
 never here: these classes only describe what happened.
@@ -99,6 +100,18 @@ class BadResponse(RequestError):
     request_id: str | None = None
     usage: dict[str, Any] | None = None  # what the answer said it used: it may be billed
     repeated: bool = False  # this task's second unusable answer in a row of attempts
+
+
+class PrepareFailed(RequestError):
+    """An input could not be prepared (`prepare:`), or the prepared file breaks the model's
+    limits: nothing was sent. `terminal`: the same input would fail the same way (a file
+    that does not decode, a limit); not so when the disk refused the prepared file."""
+
+    kind = "prepare"
+
+    def __init__(self, message: str, *, terminal: bool = True):
+        super().__init__(message)
+        self.terminal = terminal
 
 
 class StatusError(RequestError):

@@ -27,6 +27,7 @@ from pipeline.errors import (
     BadResponse,
     ConnectError,
     OutcomeUnknown,
+    PrepareFailed,
     RequestError,
     StatusError,
 )
@@ -54,6 +55,8 @@ def classify(exc: RequestError) -> Verdict:
     if isinstance(exc, BadResponse):
         # A paid answer we cannot use: one more try, not the whole budget of them.
         return Verdict.TERMINAL if exc.repeated else Verdict.RETRY
+    if isinstance(exc, PrepareFailed):  # never sent: a limit or a broken file stays so
+        return Verdict.TERMINAL if exc.terminal else Verdict.RETRY
     if isinstance(exc, ConnectError):
         return Verdict.RETRY
     if not isinstance(exc, StatusError):

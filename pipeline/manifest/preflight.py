@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config.models import FileFacts, Models
+from pipeline.config.models import FileFacts, Models, probe
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import prepared
 from pipeline.manifest.entries import Made, os_reason
-from pipeline.manifest.inputs import InputCache, check_input
+from pipeline.manifest.inputs import InputCache, check_input, preparable
 from pipeline.task import IMAGE_FORMATS, Location, Task
 
 if TYPE_CHECKING:
@@ -76,6 +76,8 @@ def validate(manifest: Manifest, models: Models,
             if key != "glob" and ours is not None and ours(path):
                 found = (f"{path} is a result imgedit wrote for this manifest, not an input:"
                          " copy it elsewhere to edit it again")
+            if isinstance(found, str) and task.prepare is not None and preparable(found):
+                found = probe(path)  # CMYK, 16-bit, a wrong name: what prepare makes counts
             if isinstance(found, str):
                 problems.append(Problem(made.entry.at(key), made.entry.name(key), found))
             elif task.prepare is not None:  # the model gets the prepared file, not this one

@@ -19,13 +19,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 from PIL import Image, ImageOps
 
 from pipeline.config.models import Models
-from pipeline.errors import ImgeditError
+from pipeline.errors import PrepareFailed
+from pipeline.gateway.client import Answer, Gateway
 from pipeline.ledger.durable import write_atomic
 from pipeline.ledger.fingerprint import HashCache, content_hash
 from pipeline.task import Prepare, Task
@@ -34,18 +37,22 @@ CACHE_FOLDER = ".imgedit-prepared"
 _KEEP_MODES = {"png": ("RGB", "RGBA", "L", "LA"), "jpeg": ("RGB", "L")}
 
 
-class PrepareFailed(ImgeditError):
-    """An input could not be prepared, or the prepared file breaks the model's limits.
-    Nothing was sent. `terminal`: the same input would fail the same way (a file that
-    cannot be decoded, a limit); not so when the disk said no (the next run tries again)."""
-
-    def __init__(self, message: str, *, terminal: bool = True):
-        super().__init__(message)
-        self.terminal = terminal
-
-
 def cache_folder(ledger_path: Path) -> Path:
     return ledger_path.parent / CACHE_FOLDER
+
+
+class PreparingGateway(Gateway):
+    """The gateway, sending each task with its inputs prepared (a task without `prepare:`
+    goes as it is). A failure is a PrepareFailed attempt: nothing left, and retry.py judges
+    it like any other."""
+
+    def __init__(self, *args: Any, preparer: Preparer, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.preparer = preparer
+
+    async def edit(self, task: Task, idempotency_key: str,
+                   ready: Callable[[], Awaitable[object]] | None = None) -> Answer:
+        return await super().edit(await self.preparer(task), idempotency_key, ready)
 
 
 class Preparer:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import math
 import signal
@@ -160,33 +159,6 @@ def _check(job: Job, ledger: Ledger) -> tuple[str, ...]:
     return tuple(str(w) for w in report.warnings)
 
 
-def run(options: RunOptions, out: Callable[[str], None]) -> int:
-    """The command line's run and validate: print what happened, return the exit code."""
-    if options.dry_run:
-        planned = check(options).summary()
-        _warn(planned["warnings"], options)
-        out(json.dumps(planned, ensure_ascii=False, indent=2) if options.json
-            else summary.plan_text(planned))
-        return EXIT_OK
-    outcome = execute(options)
-    result = outcome.summary
-    _warn(result["warnings"], options)
-    if options.json:
-        out(json.dumps(result, ensure_ascii=False, indent=2))
-    elif not (options.quiet and outcome.code == EXIT_OK):  # cron mails nothing on a good night
-        print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
-    if outcome.code == RunAborted.exit_code:
-        print(_abort_advice(outcome.fatal), file=sys.stderr)
-    return outcome.code
-
-
-def _warn(warnings: Iterable[str], options: RunOptions) -> None:
-    for warning in warnings:
-        event(logging.INFO, "manifest warning", warning=warning)  # a log file keeps it
-        if not options.quiet:
-            print(f"warning: {warning}", file=sys.stderr)
-
-
 def check(options: RunOptions) -> Checked:
     """validate / --dry-run: no lock, no writes; an existing ledger is only read."""
     job = prepare(options)
@@ -273,9 +245,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
     import aiohttp
     import anyio
 
-    from pipeline.gateway.client import Gateway
     from pipeline.gateway.limits import Throttle
-    from pipeline.run.prepare import Preparer, cache_folder
+    from pipeline.run.prepare import Preparer, PreparingGateway, cache_folder
     from pipeline.run.scheduler import Scheduler
     from pipeline.views import progress
 
@@ -294,7 +265,9 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
         provider = Provider(**{**job.provider.__dict__, "base_url": base_url})
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
-            gateway = Gateway(session, provider, settings.timeout, job.models)
+            preparer = Preparer(cache_folder(job.ledger_path), ledger, job.models)
+            gateway = PreparingGateway(session, provider, settings.timeout, job.models,
+                                       preparer=preparer)
             chosen = options.selection
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), throttle=throttle,
@@ -303,9 +276,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                                   keep_aside=redo.rejected_files(ledger)
                                   if chosen.redo_rejected else None,
                                   endpoint=job.provider.endpoint,
-                                  spool=spool.folder(job.ledger_path),
-                                  preparer=Preparer(cache_folder(job.ledger_path), ledger,
-                                                    job.models))
+                                  spool=spool.folder(job.ledger_path))
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP,
                           endpoint=job.provider.endpoint)
@@ -400,17 +371,3 @@ def _exit_code(tally: Tally, stop: Stop | None, signalled: list[signal.Signals],
     if tally.failed or tally.unknown or tally.done < tally.total or held:
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _abort_advice(exc: Exception | None) -> str:
-    status = getattr(exc, "status", None)
-    code = getattr(exc, "code", None) or getattr(exc, "type", None)
-    if code in ("insufficient_quota", "insufficient_user_quota"):
-        advice = "top up the account's quota, then run again"
-    elif code == "model_not_found":
-        advice = "pick a model this gateway offers (set `model:` in the manifest)"
-    elif status in (401, 403):
-        advice = "check the API key in the provider's environment variable"
-    else:
-        advice = "fix the cause above, then run again"
-    return f"run aborted: {exc}\nwhat to do: {advice}; finished work is kept and will be skipped."

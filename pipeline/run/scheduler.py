@@ -30,7 +30,6 @@ from pipeline.gateway.limits import AdaptiveConcurrency, Throttle
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.store import Attempt, Ledger
 from pipeline.run.diskwriter import DiskWriter
-from pipeline.run.prepare import PrepareFailed, Preparer
 from pipeline.run.redo import keep_rejected
 from pipeline.run.spool import kept_or_lost
 from pipeline.run.writer import Result, result_of, write_result
@@ -89,7 +88,6 @@ class Scheduler:
         key_salt: str = "",
         endpoint: str | None = None,
         spool: Path | None = None,
-        preparer: Preparer | None = None,
         keep_aside: Mapping[str, list[Path]] | None = None,
     ):
         self.gateway = gateway
@@ -107,7 +105,6 @@ class Scheduler:
         self.key_salt = key_salt
         self.endpoint = endpoint  # "provider@host": recorded with each result
         self.spool = spool  # where a paid answer waits when its folder refuses it
-        self.preparer = preparer  # inputs downscaled/converted before upload (prepare:)
         # --redo-rejected: task id → its rejected files, renamed aside before the new write.
         self.keep_aside = keep_aside or {}
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
@@ -146,14 +143,6 @@ class Scheduler:
 
     async def _process(self, task: Task, fingerprint: str) -> None:
         key = idempotency_key(task.id, fingerprint + self.key_salt)
-        try:
-            upload = task if self.preparer is None else await self.preparer(task)
-        except PrepareFailed as exc:  # nothing was sent: a terminal failure of this task
-            self.ledger.mark_failed(task.id, fingerprint, terminal=exc.terminal,
-                                    reason=str(exc), error_type="prepare", error_code=None)
-            self.tally.failed += 1
-            self.tally.failure(task.id, str(exc))
-            return
         failed: list[RequestError] = []  # each failed attempt's error, oldest first
         policy = retry.policy(
             retries=self.settings.retries, deadline=self.settings.task_deadline,
@@ -162,7 +151,7 @@ class Scheduler:
         try:
             async for attempt in policy:
                 with attempt:
-                    answer = await self._attempt(task, fingerprint, key, failed, upload)
+                    answer = await self._attempt(task, fingerprint, key, failed)
         except RequestError as exc:
             self._record_failure(task, fingerprint, exc)
             return
@@ -209,7 +198,7 @@ class Scheduler:
         departure.at, departure.wall, departure.started = departed, time.time(), time.monotonic()
 
     async def _attempt(self, task: Task, fingerprint: str, key: str,
-                       failed: list[RequestError], upload: Task) -> Answer:
+                       failed: list[RequestError]) -> Answer:
         """One attempt; a failed one's error is appended to `failed` (one per attempt)."""
         number = len(failed) + 1
         if number > 1:
@@ -218,7 +207,7 @@ class Scheduler:
             departure = Departure()
             ready = functools.partial(self._depart, task, fingerprint, number, departure)
             try:
-                answer = await self.gateway.edit(upload, key, ready=ready)
+                answer = await self.gateway.edit(task, key, ready=ready)
             except RequestError as exc:
                 self._on_paid_unusable(task, exc, failed)
                 self._count_billed(task, exc, failed)

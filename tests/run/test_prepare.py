@@ -144,19 +144,24 @@ def test_a_cache_that_cannot_be_written_fails_the_task_for_now(tmp_path: Path, c
     assert (code, summary["succeeded"]) == (0, 1)
 
 
-def test_a_truncated_photo_fails_its_task_unsent(tmp_path: Path, cli: Cli, sim) -> None:
+def test_prepare_waives_what_it_converts_not_a_damaged_file(tmp_path: Path, cli: Cli) -> None:
     Image.new("RGB", (400, 300), (10, 200, 30)).save(tmp_path / "whole.jpg", quality=95)
     data = (tmp_path / "whole.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    Image.new("CMYK", (40, 30)).save(tmp_path / "cmyk.jpg")
+    Image.new("RGB", (40, 30)).save(tmp_path / "png-named.jpg", "PNG")
     write_manifest(tmp_path, """
         version: 1
-        defaults: {model: gpt-image-1, prepare: {max_side: 100}}
+        defaults: {model: gpt-image-1}
         tasks:
-          - {images: cut.jpg, prompt: p}
-          - {images: whole.jpg, prompt: p}
+          - {images: cut.jpg, prompt: p, prepare: {max_side: 100}}
+          - {images: cmyk.jpg, prompt: p, prepare: {max_side: 100}}
+          - {images: png-named.jpg, prompt: p, prepare: {format: jpeg}}
+          - {images: cmyk.jpg, prompt: p, id: as-is, output: "as-is.{ext}"}
         """)
-    code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url)
-    assert (code, summary["succeeded"], summary["failed"]) == (1, 1, 1)
-    [failure] = summary["failures"]
-    assert failure["id"] == "cut.jpg" and "cannot prepare" in failure["reason"]
-    assert sim.stats().requests == 1
+    done = cli("validate", "job.yaml")
+    assert done.returncode == 2
+    problems = [line for line in done.stderr.splitlines() if line.startswith("  ")]
+    assert len(problems) == 2, done.stderr
+    assert "cut.jpg is damaged or cut short" in problems[0]  # prepare cannot mend that
+    assert "cmyk.jpg is CMYK" in problems[1] and "(task 'as-is')" in problems[1]
