@@ -118,7 +118,7 @@ def run(manifest: Path, config: str | None, provider: str | None, base_url: str 
     if prompt_suffix is not None and not redo_rejected:
         raise click.UsageError("--prompt-suffix goes with --redo-rejected")
     from pipeline.ledger.plan import Selection
-    from pipeline.run import console, runner
+    from pipeline.run import runner
     from pipeline.views import logs
 
     logs.configure(verbose=verbose, log_file=log_file, fmt=log_format, secrets=_secrets())
@@ -132,7 +132,7 @@ def run(manifest: Path, config: str | None, provider: str | None, base_url: str 
                                 base_url=base_url, ledger=ledger, flags=flags,
                                 selection=selection, dry_run=dry_run, json=as_json, quiet=quiet,
                                 prompt_suffix=prompt_suffix)
-    sys.exit(_guard(lambda: console.run(options, click.echo), as_json))
+    sys.exit(_guard(lambda: runner.run(options, click.echo), as_json))
 
 
 @main.command(short_help="Check a manifest and print the plan; send nothing.")
@@ -146,11 +146,11 @@ def validate(manifest: Path, config: str | None, provider: str | None, base_url:
              ledger: Path | None, as_json: bool) -> None:
     """Check MANIFEST (schema, files, model limits, outputs) and print the plan and its
     estimated cost. Sends nothing, writes nothing. Exit 0 when it would run, 2 when not."""
-    from pipeline.run import console, runner
+    from pipeline.run import runner
 
     options = runner.RunOptions(manifest=manifest, config=config, provider=provider,
                                 base_url=base_url, ledger=ledger, dry_run=True, json=as_json)
-    sys.exit(_guard(lambda: console.run(options, click.echo), as_json))
+    sys.exit(_guard(lambda: runner.run(options, click.echo), as_json))
 
 
 @main.command(short_help="Counts by state, and every failure with its reason.")

@@ -1,9 +1,9 @@
-"""What `imgedit run` and `imgedit validate` print, and the exit code they return.
+"""What `imgedit run` and `imgedit validate` print around a run.
 
-Owns the command line's words around a run: warnings on stderr (not with --quiet),
-the plan or the summary (text, or JSON with --json), nothing at all for a quiet good
-night, and what to do after an aborted run. The run itself is runner.py's; the
-library (pipeline.api) gets the same summary as data and prints nothing.
+Owns the command line's words: warnings on stderr (not with --quiet), the plan or
+the summary (text, or JSON with --json), nothing at all for a quiet good night,
+and what to do after an aborted run. It gets plain data from runner.run and never
+runs anything; the library (pipeline.api) gets the same data and prints nothing.
 """
 
 from __future__ import annotations
@@ -12,38 +12,37 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from pipeline.errors import RunAborted
-from pipeline.run import runner
-from pipeline.run.runner import RunOptions
 from pipeline.views import summary
 from pipeline.views.logs import event
 
 
-def run(options: RunOptions, out: Callable[[str], None]) -> int:
-    """The command line's run and validate: print what happened, return the exit code."""
-    if options.dry_run:
-        planned = runner.check(options).summary()
-        _warn(planned["warnings"], options)
-        out(json.dumps(planned, ensure_ascii=False, indent=2) if options.json
-            else summary.plan_text(planned))
-        return runner.EXIT_OK
-    outcome = runner.execute(options)
-    result = outcome.summary
-    _warn(result["warnings"], options)
-    if options.json:
+def show_plan(planned: dict[str, Any], *, as_json: bool, quiet: bool,
+              out: Callable[[str], None]) -> None:
+    """validate / --dry-run: the plan as a line, or as JSON."""
+    warn(planned["warnings"], quiet=quiet)
+    out(json.dumps(planned, ensure_ascii=False, indent=2) if as_json
+        else summary.plan_text(planned))
+
+
+def show_summary(result: dict[str, Any], code: int, fatal: Exception | None, *,
+                 as_json: bool, quiet: bool, out: Callable[[str], None]) -> None:
+    """A run's end: the summary (on stderr with --quiet, and not at all when all is well)."""
+    warn(result["warnings"], quiet=quiet)
+    if as_json:
         out(json.dumps(result, ensure_ascii=False, indent=2))
-    elif not (options.quiet and outcome.code == runner.EXIT_OK):  # a quiet good night: no mail
-        print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
-    if outcome.code == RunAborted.exit_code:
-        print(abort_advice(outcome.fatal), file=sys.stderr)
-    return outcome.code
+    elif not (quiet and code == 0):  # a quiet good night: nothing for cron to mail
+        print(summary.text(result), file=sys.stderr if quiet else sys.stdout)
+    if code == RunAborted.exit_code:
+        print(abort_advice(fatal), file=sys.stderr)
 
 
-def _warn(warnings: Iterable[str], options: RunOptions) -> None:
+def warn(warnings: Iterable[str], *, quiet: bool) -> None:
     for warning in warnings:
         event(logging.INFO, "manifest warning", warning=warning)  # a log file keeps it
-        if not options.quiet:
+        if not quiet:
             print(f"warning: {warning}", file=sys.stderr)
 
 

@@ -40,7 +40,7 @@ from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import check_all
-from pipeline.run import folders, redo, spool
+from pipeline.run import console, folders, redo, spool
 from pipeline.task import Task
 from pipeline.views import summary
 from pipeline.views.logs import event
@@ -157,6 +157,18 @@ def _check(job: Job, ledger: Ledger) -> tuple[str, ...]:
     job.manifest = dataclasses.replace(job.manifest, ours=ledger.is_ours)
     report = check_all(job.manifest, job.models, known=ledger)
     return tuple(str(w) for w in report.warnings)
+
+
+def run(options: RunOptions, out: Callable[[str], None]) -> int:
+    """The command line's run and validate: what happened, said; the exit code."""
+    if options.dry_run:
+        console.show_plan(check(options).summary(), as_json=options.json,
+                          quiet=options.quiet, out=out)
+        return EXIT_OK
+    outcome = execute(options)
+    console.show_summary(outcome.summary, outcome.code, outcome.fatal, as_json=options.json,
+                         quiet=options.quiet, out=out)
+    return outcome.code
 
 
 def check(options: RunOptions) -> Checked:
