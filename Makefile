@@ -4,7 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint bench clean
+LITELLM_VENV ?= .venv-litellm
+LITELLM      := $(LITELLM_VENV)/bin/litellm
+
+.PHONY: install demo test test-slow test-gateway lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +26,14 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+# The LiteLLM proxy (PyPI `litellm[proxy]`) in its own venv, in front of `imgedit simulate`.
+$(LITELLM):
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install -q 'litellm[proxy]'
+
+test-gateway: install $(LITELLM)
+	IMGEDIT_LITELLM=$(abspath $(LITELLM)) $(PY) -m pytest -q -m gateway
+
 lint: install
 	$(VENV)/bin/ruff check pipeline tests
 	$(VENV)/bin/mypy pipeline
@@ -32,4 +43,4 @@ bench: install
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LITELLM_VENV) build *.egg-info

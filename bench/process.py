@@ -92,8 +92,10 @@ class Simulator:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Simulator:
+        # The simulator accepts the token in IMGEDIT_API_KEY, the one the clients send.
         self.process = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT,
+                                        env={**os.environ, "IMGEDIT_API_KEY": "bench"})
         assert self.process.stdout is not None
         line = self.process.stdout.readline().decode(errors="replace")
         if "listening" not in line:

@@ -185,11 +185,16 @@ def status(manifest: Path, config: str | None, ledger: Path | None, as_json: boo
 @click.option("--seed", type=int, default=0, help="Repeat a scenario exactly.")
 @click.option("--response", type=click.Choice(["auto", "b64", "url", "data-url"]),
               default="auto", help="How images come back.")
+@click.option("--fault-by-prompt", "by_prompt", multiple=True, metavar="TEXT=NAME",
+              help="Every request whose prompt holds TEXT gets fault NAME (repeatable).")
 def simulate(config: str | None, port: int, faults: tuple[str, ...], latency: str | None,
              rate_limit: str | None, rate_limit_retry_after: bool, seed: int,
-             response: str) -> None:
+             response: str, by_prompt: tuple[str, ...]) -> None:
     """Serve the local gateway simulator: free rehearsals of a manifest. With --config, the
-    `simulator:` options of that config's simulator provider apply first; flags win."""
+    `simulator:` options of that config's simulator provider apply first; flags win.
+
+    It accepts the token in IMGEDIT_API_KEY (else sk-simulator), compared as the relay does.
+    """
     from pipeline.config.settings import config_dir, config_file, read_yaml
     from pipeline.simulator.app import SimulatorOptions, serve
 
@@ -211,6 +216,13 @@ def simulate(config: str | None, port: int, faults: tuple[str, ...], latency: st
                         ("rate_limit_retry_after", rate_limit_retry_after)):
         if name not in base or here.get_parameter_source(name) is not ParameterSource.DEFAULT:
             options[name] = value
+    for item in by_prompt:
+        text, _, name = item.rpartition("=")
+        if not text or not name:
+            raise click.BadParameter(f"{item!r} is not TEXT=NAME", param_hint="--fault-by-prompt")
+        options.setdefault("fault_by_prompt", {})[text] = name
+    if os.environ.get("IMGEDIT_API_KEY"):
+        options["api_key"] = os.environ["IMGEDIT_API_KEY"]
     if latency:
         options["latency"] = latency
     if rate_limit:

@@ -13,9 +13,11 @@
         │                          connection): the gateway may have billed it
         ├── StatusError            an HTTP error answer, with the gateway's type/code/message
         ├── BadResponse            a 200 whose body is unreadable or whose bytes are no image
+        │   └── RouteUnfit         a 200 shaped for another route: this route cannot serve
+        │                          the model (the relay answered it some other way)
         └── PrepareFailed          never sent: an input could not be prepared for upload
 
-Whether a RequestError is retried, terminal or fatal is decided in retry.py,
+Whether a RequestError is retried, terminal or fatal is decided in gateway/classify.py,
 never here: these classes only describe what happened.
 """
 
@@ -100,6 +102,13 @@ class BadResponse(RequestError):
     request_id: str | None = None
     usage: dict[str, Any] | None = None  # what the answer said it used: it may be billed
     repeated: bool = False  # this task's second unusable answer in a row of attempts
+
+
+class RouteUnfit(BadResponse):
+    """A 200 that is not this route's answer (chat-shaped, or foreign, on the images route).
+    Sending it again on the same route would pay again for the same useless answer."""
+
+    kind = "route_unfit"
 
 
 class PrepareFailed(RequestError):

@@ -79,6 +79,8 @@ class Task:
     output: str = "{dir}/{stem}.edited.{ext}"
     # Values for the output template besides {ext} and {index}: dir, stem, id, CSV columns.
     placeholders: Mapping[str, str] = field(default_factory=dict)
+    route: str = "images"  # how its edit travels: images, chat or gemini (config/routes.py)
+    left_out: tuple[str, ...] = ()  # fields of `defaults` its model does not take
     prepare: Prepare | None = None  # convert inputs before upload (run/prepare.py)
 
     @property

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from PIL import Image
@@ -63,7 +64,7 @@ def simulator() -> Iterator[Callable[..., SimulatorThread]]:
     started: list[SimulatorThread] = []
 
     def start(**options: Any) -> SimulatorThread:
-        sim = SimulatorThread(SimulatorOptions.from_mapping(options))
+        sim = SimulatorThread(SimulatorOptions.from_mapping({"api_key": TEST_KEY, **options}))
         sim.__enter__()
         started.append(sim)
         return sim
@@ -119,6 +120,15 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
+
+
+def readline_within(stream: IO[str], timeout: float) -> str:
+    """A line a child process prints, or an AssertionError after `timeout` seconds: a
+    child that hangs before printing fails the test instead of hanging it."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        raise AssertionError(f"no line within {timeout:g} s")
+    return stream.readline()
 
 
 def write_manifest(folder: Path, body: str, name: str = "job.yaml") -> Path:

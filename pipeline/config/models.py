@@ -20,9 +20,12 @@ from typing import Any
 
 from PIL import Image
 
+from pipeline.config import cost
+from pipeline.config.routes import DEFAULT_ROUTE, ROUTES, RoutePlan
 from pipeline.config.settings import read_yaml
+from pipeline.config.takes import refusal
 from pipeline.errors import ConfigError
-from pipeline.task import Task
+from pipeline.task import REQUEST_FIELDS, Task
 
 MB = 1024 * 1024  # sizes are MiB, and said so
 # OpenAI's edits reference: the mask "must be a valid PNG file, less than 4MB, and have
@@ -105,6 +108,13 @@ class ModelSpec:
     mask_max_mb: float = MASK_MAX_MB
     price: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # quality->size->USD
     usage_price: Mapping[str, float] | None = None  # USD per million tokens, by usage key
+    takes: tuple[str, ...] | None = None  # request fields it takes; None: every one
+    free_size: Mapping[str, Any] | None = None  # any size by this rule (gpt-image-2)
+    output_tokens: Mapping[str, int] | None = None  # per 1024x1024 image, by quality
+    input_image_tokens: Mapping[str, int] | None = None  # {base, tile}
+    route: str = DEFAULT_ROUTE
+    fallback_route: str | None = None
+    edit_routes: tuple[str, ...] = ROUTES  # the routes that carry its input images
     max_answer_mb: float = 64.0  # the largest answer body (or downloaded image) accepted
 
     def price_per_image(self, quality: str | None, size: str | None) -> float:
@@ -130,7 +140,9 @@ _KINDS: dict[str, Any] = {
     "max_images": int, "prompt_max": int, "max_image_mb": (int, float),
     "mask_max_mb": (int, float), "max_answer_mb": (int, float), "formats": list,
     "sizes": list, "qualities": list,
-    "price": Mapping, "usage_price": Mapping,
+    "price": Mapping, "usage_price": Mapping, "takes": list, "free_size": Mapping,
+    "output_tokens": Mapping, "input_image_tokens": Mapping, "edit_routes": list,
+    "route": str, "fallback_route": str,
 }
 
 
@@ -159,6 +171,11 @@ def _spec(name: str, raw: Any, where: str) -> tuple[ModelSpec | None, list[str]]
         missing = [k for k in _NEEDED_FOR_EDITS if k not in raw]
         problems += [f"{where}: {name}: missing {k!r} (needed for a model that edits)"
                      for k in missing]
+    for key in ("route", "fallback_route"):
+        if isinstance(raw.get(key), str) and raw[key] not in ROUTES:
+            problems.append(f"{where}: {name}.{key}: {raw[key]!r} is not one of {ROUTES}")
+    problems += [f"{where}: {name}.takes: {f!r} is not a request field"
+                 for f in raw.get("takes") or () if f not in REQUEST_FIELDS]
     if problems:
         return None, problems
     values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
@@ -213,6 +230,11 @@ class Models(Mapping[str, ModelSpec]):
         if not spec.edits:
             editors = ", ".join(n for n, s in self._specs.items() if s.edits)
             return [("model", f"{spec.name} cannot edit images; use one of: {editors}")]
+        if task.route not in spec.edit_routes:
+            return [("model", f"{spec.name} cannot edit here: its {task.route} route does not "
+                              "carry the input images to the upstream (the relay drops them), "
+                              "so an edit would ignore the photo and still be paid for; "
+                              "use another model")]
         problems = _request_problems(spec, task)
         problems += _image_problems(spec, task, facts)
         if task.mask is not None and spec.mask:
@@ -220,12 +242,32 @@ class Models(Mapping[str, ModelSpec]):
         return problems
 
     def estimate(self, task: Task) -> float:
-        """USD for one task: price per image (by quality and size) times n; 0 if unpriced."""
+        """USD for one task: from tokens (input images and prompt included) for a
+        token-priced model, else price per image (by quality and size) times n; 0 if unpriced."""
         spec = self.get(task.model)
         if spec is None:
             return 0.0
+        if spec.output_tokens and spec.usage_price:
+            return cost.token_estimate(spec, task, _dimensions)
         quality, size = task.fields.get("quality"), task.fields.get("size")
         return spec.price_per_image(quality, size) * task.n
+
+    def route_plans(self) -> dict[str, RoutePlan]:
+        return {name: RoutePlan(s.route, s.fallback_route) for name, s in self._specs.items()}
+
+    def refusal(self, model: str, field: str, value: Any) -> str | None:
+        """Why `model` refuses `field: value`, or None (also for a model we do not know:
+        that is reported once, as the task's model)."""
+        spec = self.get(model)
+        return None if spec is None else refusal(spec, field, value)
+
+    def leaves_out(self, model: str, field: str, value: Any) -> bool:
+        """A default `field: value` that `model` refuses but another model takes: meant for
+        the others, so left out of this model's tasks. A value no model takes (a typo) is
+        kept, and reported as the mistake it is."""
+        if self.refusal(model, field, value) is None:
+            return False
+        return any(s.edits and refusal(s, field, value) is None for s in self._specs.values())
 
     def cost_from_usage(self, model: str, usage: Mapping[str, Any]) -> float | None:
         """USD from an answer's token counts, when the model has `usage_price`."""
@@ -246,22 +288,20 @@ class Models(Mapping[str, ModelSpec]):
         return f"unknown model {name!r}{hint} (models.yaml knows: {known})"
 
 
+def _dimensions(path: Path) -> tuple[int, int] | None:
+    shape = image_shape(path)
+    return None if shape is None else (shape.width, shape.height)
+
+
 def _request_problems(spec: ModelSpec, task: Task) -> list[tuple[str, str]]:
     problems = []
-    name, fields = spec.name, task.fields
+    name = spec.name
     if len(task.prompt) > spec.prompt_max:
         problems.append(("prompt", f"is {len(task.prompt)} characters; {name} takes at most "
                                    f"{spec.prompt_max}: shorten it"))
-    size, quality = fields.get("size"), fields.get("quality")
-    if size is not None and spec.sizes and size not in spec.sizes:
-        problems.append(("size", f"{name} does not take size {size!r}; use one of: "
-                                 f"{', '.join(spec.sizes)}"))
-    if quality is not None and spec.qualities and quality not in spec.qualities:
-        problems.append(("quality", f"{name} does not take quality {quality!r}; use one of: "
-                                    f"{', '.join(spec.qualities)}"))
-    if "response_format" in fields and not spec.response_format:
-        problems.append(("response_format", f"{name} refuses response_format (it always "
-                                            "answers base64): remove it"))
+    for key, value in task.fields.items():
+        if key != "model" and (why := refusal(spec, key, value)):
+            problems.append((key, why))
     if task.mask is not None and not spec.mask:
         problems.append(("mask", f"{name} takes no mask: remove it, or use a model that does"))
     return problems

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from pipeline.config.routes import parse_overrides
 from pipeline.errors import ConfigError
 
 CONFIG_ENV = "IMGEDIT_CONFIG"
@@ -100,6 +101,7 @@ class Provider:
     images_field: str = "image[]"
     headers: Mapping[str, str] = field(default_factory=dict)
     simulator: Mapping[str, Any] | None = None  # options when this provider is the simulator
+    routes: Mapping[str, Any] = field(default_factory=dict)  # model -> route override
 
     @property
     def endpoint(self) -> str:
@@ -140,6 +142,7 @@ def load_provider(folder: Path, name: str, base_url_option: str | None = None) -
         images_field=entry.get("images_field", "image[]"),
         headers=dict(entry.get("headers") or {}),
         simulator=(simulator or {}) if base_url is None else None,
+        routes=parse_overrides(entry.get("routes"), f"{path}: {name}"),
     )
 
 

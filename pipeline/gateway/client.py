@@ -1,33 +1,33 @@
-"""One HTTP attempt of one task: build the multipart request, send it, decode the answer.
+"""One HTTP attempt of one task over one route: send the route's request, read the answer.
 
-Owns the wire format ("The API" in DESIGN.md): `image` for one file, repeated
-`image[]` for several, each part with its real content type, `model` always
-sent, `response_format` never sent to gpt-image models. Answers come back as
-`b64_json`, a `url` (downloaded at once under download.py's rules) or a
-`data:` URL, and are read by answer.py: bounded, checked against the schema,
+Owns the attempt itself: headers (the key only to the gateway's own origin), the
+timeout, turning transport failures and error answers into RequestErrors. What
+travels and where each image sits in the answer is the route's (gateway/routes/:
+images, chat, gemini); every answer, whatever its route, is then read by
+answer.py: bounded, exactly `n` images, URLs fetched under download.py's rules,
 each image decoded whole. The POST follows no redirect. Every message it
 raises is cleaned (config/redact.py) of the key, control characters and
 excess length before anyone stores or prints it.
 
 It never retries, sleeps, writes files or touches the ledger: every failure
-is raised as a RequestError for retry.py to judge.
+is raised as a RequestError for classify.py and retry.py to judge.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
 
-from pipeline.config.models import Models, sniff_format
+from pipeline.config.models import Models
 from pipeline.config.redact import clean
 from pipeline.config.settings import Provider
 from pipeline.errors import (
@@ -35,22 +35,29 @@ from pipeline.errors import (
     ConnectError,
     OutcomeUnknown,
     RequestError,
+    RouteUnfit,
     StatusError,
 )
 from pipeline.gateway.answer import (
     DECODING_AT_ONCE,
     DEFAULT_MAX_BYTES,
     MB,
-    decode_images_answer,
+    TEXT_CHARS,
+    checked_images,
+    parse_json,
     read_capped,
+    take,
+    usage_of,
 )
 from pipeline.gateway.download import Downloads
 from pipeline.gateway.retry import parse_retry_after
-from pipeline.task import IMAGE_FORMATS, Task
+from pipeline.gateway.routes import chat, gemini, images
+from pipeline.gateway.routes.base import Decoded
+from pipeline.gateway.routes.images import IN_MEMORY_MAX, sends_response_format
+from pipeline.task import Task
 
-# Bytes: an input up to this size is read into memory, not streamed; a form whose inputs
-# total at most this is sent as one body.
-IN_MEMORY_MAX = 2 * 1024 * 1024
+__all__ = ["IN_MEMORY_MAX", "ROUTES", "Answer", "Gateway", "sends_response_format"]
+ROUTES: dict[str, ModuleType] = {m.NAME: m for m in (images, chat, gemini)}
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,10 @@ class Answer:
     revised_prompt: str | None
     request_id: str | None
     notes: tuple[str, ...] = ()  # what the answer held that was ignored (extras, bad usage)
-
-
-def sends_response_format(model: str) -> bool:
-    return not model.startswith("gpt-image")  # gpt-image models answer 400 to it
+    route: str = "images"  # the route that brought it
+    # The answer came in another route's shape (a chat-shaped 200 on the images route):
+    # kept, and the model should leave this route for its fallback.
+    misrouted: bool = False
 
 
 class Gateway:
@@ -75,7 +82,6 @@ class Gateway:
         self.session = session
         self.provider = provider
         self.models = models
-        self.url = f"{provider.base_url}/images/edits"
         self.host = urlsplit(provider.base_url).netloc
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(30.0, timeout))
         self.downloads = Downloads(session, provider.base_url, self._download_headers,
@@ -90,44 +96,6 @@ class Gateway:
             headers["Authorization"] = f"Bearer {self.provider.api_key.reveal()}"
         return headers
 
-    async def _body(self, task: Task, files: ExitStack) -> tuple[Any, dict[str, str]]:
-        """The request body, and its Content-Type header when we set it ourselves.
-
-        Small inputs (IN_MEMORY_MAX in all): the whole form as one bytes object, sent in
-        one write. Handed the form itself, aiohttp writes every part on its own, a dozen
-        sends a request, each a chance for the writer threads to take the GIL from the
-        event loop. Otherwise the form, and aiohttp streams large files from disk.
-        """
-        form, in_memory = self._form(task, files)
-        if in_memory > IN_MEMORY_MAX:
-            return form, {}
-        payload = form()
-        return await payload.as_bytes(), {"Content-Type": payload.content_type}
-
-    def _form(self, task: Task, files: ExitStack) -> tuple[aiohttp.FormData, int]:
-        """The form, and the bytes of its files read into memory (over IN_MEMORY_MAX when
-        one is streamed). Files are opened anew for every attempt, so a retry never sends
-        a half-read body."""
-        form = aiohttp.FormData(quote_fields=False)
-        form.add_field("model", task.model)
-        form.add_field("prompt", task.prompt)
-        name = self.provider.image_field if len(task.images) == 1 else self.provider.images_field
-        parts = [(name, path) for path in task.images]
-        if task.mask is not None:
-            parts.append(("mask", task.mask))
-        in_memory = 0
-        for field, path in parts:
-            body, content_type = _file_part(files.enter_context(path.open("rb")))
-            in_memory += len(body) if isinstance(body, bytes) else IN_MEMORY_MAX + 1
-            form.add_field(field, body, filename=path.name, content_type=content_type)
-        for key, value in task.fields.items():
-            if key == "model" or value is None:
-                continue
-            if key == "response_format" and not sends_response_format(task.model):
-                continue
-            form.add_field(key, str(value).lower() if isinstance(value, bool) else str(value))
-        return form, in_memory
-
     def _download_headers(self) -> dict[str, str]:
         headers = self._headers("")
         headers.pop("Idempotency-Key")
@@ -137,12 +105,13 @@ class Gateway:
         spec = self.models.get(model) if self.models is not None else None
         return int(spec.max_answer_mb * MB) if spec is not None else DEFAULT_MAX_BYTES
 
-    async def edit(self, task: Task, idempotency_key: str,
+    async def edit(self, task: Task, idempotency_key: str, route: str | None = None,
                    ready: Callable[[], Awaitable[object]] | None = None) -> Answer:
-        """`ready` is awaited once the body is built, right before the request is written:
-        a pacer's turn taken there is the spacing the server sees."""
+        """One attempt of `task` over `route` (its configured one when None). `ready` is
+        awaited once the body is built, right before the request is written: a pacer's
+        turn taken there is the spacing the server sees."""
         try:
-            return await self._edit(task, idempotency_key, ready)
+            return await self._edit(task, idempotency_key, ROUTES[route or task.route], ready)
         except RequestError as exc:
             self._clean(exc)
             raise
@@ -158,19 +127,19 @@ class Gateway:
             if isinstance(value, str):
                 setattr(exc, name, clean(value, self._secrets, limit=200))
 
-    async def _edit(self, task: Task, idempotency_key: str,
+    async def _edit(self, task: Task, idempotency_key: str, way: ModuleType,
                     ready: Callable[[], Awaitable[object]] | None) -> Answer:
         limit = self.max_answer_bytes(task.model)
         with ExitStack() as files:
-            upload, content_type = await self._body(task, files)
+            sent = await way.request(task, self.provider, files)
             if ready is not None:
                 await ready()
             try:
                 # No redirect: following one would send the images, the prompt and the
                 # key to wherever the answer points.
                 async with self.session.post(
-                    self.url, data=upload, headers={**self._headers(idempotency_key),
-                                                  **content_type},
+                    sent.url, data=sent.body, headers={**self._headers(idempotency_key),
+                                                       **sent.headers},
                     timeout=self.timeout, allow_redirects=False,
                 ) as response:
                     request_id = _request_id(response.headers, self._secrets)
@@ -193,28 +162,52 @@ class Gateway:
                 # whether the gateway got (and billed) the request.
                 raise OutcomeUnknown(f"connection lost: {exc}") from exc
         try:
-            images = await decode_images_answer(
-                body, n=task.n, max_bytes=limit,
-                fetch=lambda url: self.downloads.fetch(url, limit), limiter=self.decoding)
+            return await self._answer(way, task, body, request_id, limit)
         except BadResponse as exc:
             exc.status, exc.request_id = 200, request_id  # answered, so perhaps billed
             raise
-        revised = images.revised_prompt
-        return Answer(images.images, images.formats, images.usage,
-                      None if revised is None else clean(revised, self._secrets, limit=None),
-                      request_id, tuple(clean(note, self._secrets) for note in images.notes))
+
+    async def _answer(self, way: ModuleType, task: Task, body: bytes,
+                      request_id: str | None, limit: int) -> Answer:
+        """The route finds the images in the answer; answer.py checks them, whatever the
+        route: exactly `n`, each within `limit`, each decoded whole."""
+        payload = parse_json(body)
+        misrouted = False
+        try:
+            decoded: Decoded = way.decode(payload, task, limit)
+        except RouteUnfit:
+            # Another route's shape, perhaps paid for: its image is kept if it holds one,
+            # and the model still leaves this route (Answer.misrouted).
+            decoded, misrouted = _salvage(payload, task, way, limit), True
+        usage, notes = usage_of(decoded.usage)
+        notes = decoded.notes + notes
+        try:
+            sources = take(decoded.sources, task.n, notes)
+            found, formats = await checked_images(
+                sources, n=task.n, max_bytes=limit,
+                fetch=lambda url: self.downloads.fetch(url, limit), limiter=self.decoding)
+        except BadResponse as exc:
+            exc.usage = usage
+            raise
+        revised = decoded.revised_prompt
+        return Answer(found, formats, usage,
+                      None if revised is None else clean(revised, self._secrets,
+                                                         limit=TEXT_CHARS),
+                      request_id, tuple(clean(note, self._secrets) for note in notes),
+                      way.NAME, misrouted)
 
 
-def _file_part(file: BinaryIO) -> tuple[bytes | BinaryIO, str]:
-    """The part's body and its real content type (sniffed, not guessed from the name).
-    A small file goes as bytes: one write instead of a thread hop per chunk; a large one
-    is streamed from disk, so big inputs times the concurrency never fill memory."""
-    content_type = IMAGE_FORMATS.get(sniff_format(file.read(16)) or "",
-                                     "application/octet-stream")
-    file.seek(0)
-    if os.fstat(file.fileno()).st_size <= IN_MEMORY_MAX:
-        return file.read(), content_type
-    return file, content_type
+def _salvage(payload: Any, task: Task, way: ModuleType, limit: int) -> Decoded:
+    """The images of an answer shaped for another route; RouteUnfit when none holds any."""
+    for other in ROUTES.values():
+        if other is way:
+            continue
+        try:
+            return other.decode(payload, task, limit)
+        except (BadResponse, StatusError):
+            continue
+    raise RouteUnfit(f"the {way.NAME} route answered {task.model} in a shape no route reads: "
+                     "this route cannot serve the model")
 
 
 def _request_id(headers: Any, secrets: list[str]) -> str | None:

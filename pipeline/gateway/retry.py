@@ -1,13 +1,12 @@
 """What to do after a failed attempt, and how long to wait before the next one.
 
-Owns the classification of RequestErrors (retry, unknown, terminal, fatal) and
-the tenacity policy built on it. Plain functions, tested on their own; it
+Owns the tenacity policy built on classify.py's verdicts (re-exported here), the
+server's wait (Retry-After) and the backoff. Plain functions, tested on their own; it
 never sends a request, writes the ledger or sleeps by itself.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,52 +22,15 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from pipeline.errors import (
-    BadResponse,
-    ConnectError,
-    OutcomeUnknown,
-    PrepareFailed,
-    RequestError,
-    StatusError,
-)
+from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
+from pipeline.gateway.classify import Verdict, classify
+
+__all__ = ["Verdict", "classify", "is_overload", "may_be_billed", "parse_retry_after", "policy",
+           "should_retry"]
 
 MAX_SERVER_WAIT = 120.0  # never trust a Retry-After longer than this
 # Testing switch: scales every wait; IMGEDIT_RETRY_WAIT_SCALE=0 removes them.
 WAIT_SCALE_ENV = "IMGEDIT_RETRY_WAIT_SCALE"
-
-
-class Verdict(enum.StrEnum):
-    RETRY = "retry"  # worth another attempt
-    UNKNOWN = "unknown"  # the gateway may have billed it; retried unless told not to
-    TERMINAL = "terminal"  # this task cannot succeed as asked: record and move on
-    FATAL = "fatal"  # no task can succeed (bad key, no quota): stop the run
-
-
-FATAL_CODES = {"insufficient_quota", "insufficient_user_quota", "model_not_found"}
-TERMINAL_500_CODES = {"convert_request_failed", "invalid_request"}
-RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
-
-
-def classify(exc: RequestError) -> Verdict:
-    if isinstance(exc, OutcomeUnknown):
-        return Verdict.UNKNOWN
-    if isinstance(exc, BadResponse):
-        # A paid answer we cannot use: one more try, not the whole budget of them.
-        return Verdict.TERMINAL if exc.repeated else Verdict.RETRY
-    if isinstance(exc, PrepareFailed):  # never sent: a limit or a broken file stays so
-        return Verdict.TERMINAL if exc.terminal else Verdict.RETRY
-    if isinstance(exc, ConnectError):
-        return Verdict.RETRY
-    if not isinstance(exc, StatusError):
-        return Verdict.RETRY
-    codes = {exc.code, exc.type}
-    if exc.status in (401, 403) or codes & FATAL_CODES:
-        return Verdict.FATAL
-    if exc.status == 500 and codes & TERMINAL_500_CODES:
-        return Verdict.TERMINAL
-    if exc.status in RETRY_STATUSES or exc.status >= 500:
-        return Verdict.RETRY
-    return Verdict.TERMINAL  # 400 (incl. moderation_blocked), 404, 413, 422, ...
 
 
 def may_be_billed(exc: RequestError) -> bool:

@@ -1,9 +1,9 @@
 """Fingerprints: what a task asks for, as one hash, so a finished task is never paid for twice.
 
-Owns the fingerprint of a task (model, prompt, request fields, the content
-hashes of its inputs and mask, in order, and its `prepare:` settings), the
-content hash of a file behind a (path, size, mtime) cache, and the
-Idempotency-Key a task sends on every attempt.
+Owns the fingerprint of a task (model, its configured route, prompt, request
+fields, the content hashes of its inputs and mask, in order, and its `prepare:`
+settings), the content hash of a file behind a (path, size, mtime) cache, and
+the Idempotency-Key a task sends on every attempt.
 
 It must never hash paths (moving an identical file is not a change) or the
 output template (where a result goes is not what was asked), and never re-read
@@ -82,6 +82,9 @@ def fingerprint(task: Task, hashes: HashCache) -> str:
     canonical = {
         "version": FINGERPRINT_VERSION,
         "model": task.model,
+        # Only a route other than images is written, so tasks fingerprinted before routes
+        # existed (all on images) keep their fingerprint and are not paid for again.
+        **({"route": task.route} if task.route != "images" else {}),
         "prompt": task.prompt,
         "fields": dict(task.fields),  # sort_keys below orders them
         "images": [content_hash(p, hashes) for p in task.images],  # order matters: image[0]

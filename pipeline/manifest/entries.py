@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.models import Models
+from pipeline.config.routes import Routing
 from pipeline.errors import Problem
 from pipeline.manifest import compare, csvsource, globsource, prepared
 from pipeline.manifest.values import INTS, as_list, check_value, did_you_mean, has_placeholders
@@ -39,6 +41,7 @@ class Entry:
     lines: Mapping[str, int]  # line of each key (a default's line when inherited)
     problems: tuple[Problem, ...] = ()
     expandable: bool = True  # False when images/glob/csv are too broken to build tasks
+    own: frozenset[str] = frozenset()  # keys the entry sets itself (the rest are defaults)
 
     def at(self, key: str) -> Location:
         return Location(self.where.file, self.lines.get(key, self.where.line))
@@ -88,7 +91,8 @@ def parse_entry(index: int, raw: Any, where: Location, defaults: Mapping[str, An
             problems.append(Problem(entry.at("id"), entry.name("id"), wrong))
             del values["id"]
     return Entry(index, where, kind, values, lines, tuple(problems),
-                 expandable=not broken and not ("glob" in raw and "csv" in raw))
+                 expandable=not broken and not ("glob" in raw and "csv" in raw),
+                 own=frozenset(map(str, raw)))
 
 
 def _combination_problems(entry: Entry, raw: LineMap, values: Mapping[str, Any]) -> list[Problem]:
@@ -147,14 +151,16 @@ class _Ids:
 
 
 def expand(entries: tuple[Entry, ...], root: Path, default_model: str,
-           ours: Callable[[Path], bool] | None = None) -> Iterator[Made]:
+           ours: Callable[[Path], bool] | None = None, *,
+           models: Models | None = None, routing: Routing | None = None) -> Iterator[Made]:
     """Tasks and problems in manifest order, one at a time. `ours(path)`: a file imgedit
-    wrote, which no glob takes."""
+    wrote, which no glob takes. With `models`, a field from `defaults` that a task's
+    model refuses is left out of that task (Task.left_out)."""
     # Derived ids can only repeat across entries, or between rows of one csv entry;
     # a lone glob needs no memory of the ids it gave, which keeps a run flat.
     deriving = [e for e in entries if "id" not in e.values]
     ids = _Ids(len(deriving) > 1 or any(e.kind == "csv" for e in deriving))
-    build = _Builder(root, default_model, ids, ours)
+    build = _Builder(root, default_model, ids, ours, models, routing)
     for entry in entries:
         if entry.problems:  # once per entry, not once per task it expands to
             yield Made(entry, None, entry.problems)
@@ -184,9 +190,25 @@ def relative(root: Path, path: Path) -> str:
 
 class _Builder:
     def __init__(self, root: Path, default_model: str, ids: _Ids,
-                 ours: Callable[[Path], bool] | None):
+                 ours: Callable[[Path], bool] | None, models: Models | None,
+                 routing: Routing | None):
         self.root, self.default_model, self.ids = root, default_model, ids
         self.ours = ours
+        self.models, self.routing = models, routing
+
+    def fields(self, entry: Entry, values: Mapping[str, Any]) -> tuple[dict[str, Any],
+                                                                        tuple[str, ...]]:
+        """The request fields, and the defaults left out because the model refuses them."""
+        fields = {k: values[k] for k in REQUEST_FIELDS if k in values}
+        fields.setdefault("model", self.default_model)
+        if self.models is None:
+            return fields, ()
+        model = str(fields["model"])
+        left_out = tuple(k for k, v in fields.items() if k not in entry.own and k != "model"
+                         and self.models.leaves_out(model, k, v))
+        for key in left_out:
+            del fields[key]
+        return fields, left_out
 
     def each(self, entry: Entry, values: Mapping[str, Any], first: Path | None = None,
              columns: Mapping[str, str] | None = None,
@@ -229,14 +251,14 @@ class _Builder:
             problems = tuple(Problem(origin or entry.at("id"), entry.name("id"),
                                      f"{{{col}}} is empty here, and the id needs it")
                              for col in empty)
-        fields = {k: values[k] for k in REQUEST_FIELDS if k in values}
-        fields.setdefault("model", self.default_model)
+        fields, left_out = self.fields(entry, values)
+        route = self.routing.route(str(fields["model"])) if self.routing else "images"
         placeholders = {"model": str(fields["model"]), **placeholders}
         prepare = prepared.parse(values["prepare"]) if "prepare" in values else None
         task = Task(id=task_id, images=images, prompt=str(values.get("prompt") or ""),
                     where=entry.where, root=root, mask=mask, fields=fields,
                     output=str(values.get("output") or DEFAULT_OUTPUT),
-                    placeholders=placeholders,
+                    placeholders=placeholders, route=route, left_out=left_out,
                     prepare=prepare if isinstance(prepare, Prepare) else None)
         return Made(entry, task, problems, origin, first is not None)
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.models import Models
+from pipeline.config.routes import Routing
 from pipeline.config.settings import parse_rate
 from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import compare, entries, yamlpos
@@ -47,6 +49,9 @@ class Manifest:
     # Whether a file is one imgedit wrote (an output, a sidecar, a temp file): never an
     # input. The run sets it from the ledger; without one, only temp files are known.
     ours: Callable[[Path], bool] | None = None
+    # What each model takes, so a default it refuses is left out of its tasks (None: keep all).
+    models: Models | None = None
+    routing: Routing | None = None  # each model's route on the run's provider
 
     def tasks(self) -> Iterator[Task]:
         """Every task in manifest order, built one at a time.
@@ -61,18 +66,23 @@ class Manifest:
 
     def expand(self) -> Iterator[Made]:
         """Tasks, and the problems that kept some from being made, in manifest order."""
-        return entries.expand(self.entries, self.root, self.default_model, self.ours)
+        routing = self.routing
+        if routing is None and self.models is not None:
+            routing = Routing(self.models.route_plans())
+        return entries.expand(self.entries, self.root, self.default_model, self.ours,
+                              models=self.models, routing=routing)
 
 
-def load(path: Path, models: object = None, *, default_model: str = "gpt-image-1",
+def load(path: Path, models: Models | None = None, *, default_model: str = "gpt-image-1",
          defer: bool = False) -> Manifest:
     """Read a manifest and check its structure; files and model limits wait for check_all.
 
     Raises ManifestError with every problem found in the top-level structure (YAML
     syntax, version, unknown keys, wrong types, keys written twice), plus what is
-    wrong in the entries themselves, each naming file:line and field. `models` is
-    not needed here (model limits are checked per task); it is accepted so callers
-    can pass what they have. With `defer`, such problems wait in `problems` for
+    wrong in the entries themselves, each naming file:line and field. `models` (model
+    limits are checked per task, by check_all) decides which defaults each task takes:
+    with them, a default a task's model refuses is left out of that
+    task. With `defer`, such problems wait in `problems` for
     check_all to report beside every file problem, unless the task list is unusable.
     """
     path = Path(os.path.abspath(path))
@@ -101,6 +111,7 @@ def load(path: Path, models: object = None, *, default_model: str = "gpt-image-1
         provider=data.get("provider"), defaults=defaults, limits=limits,
         allow_outside=bool(data.get("allow_outside", False)),
         entries=parsed, default_model=default_model, problems=tuple(problems),
+        models=models if isinstance(models, Models) else None,
     )
 
 

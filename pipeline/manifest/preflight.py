@@ -16,7 +16,7 @@ import os
 import sys
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +52,16 @@ class ValidationReport:
     by_model: Mapping[str, int]  # tasks per model
     cost_by_model: Mapping[str, float]
     warnings: tuple[Problem, ...] = ()
+    # model -> (field of `defaults` its tasks left out, how many tasks): "Defaults are defaults"
+    left_out: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    def left_out_lines(self) -> list[str]:
+        def counted(key: str, n: int) -> str:
+            return f"{key} in {n} task{'s' if n != 1 else ''}"
+
+        return [f"defaults left out for {model} (it does not take them): "
+                + ", ".join(counted(k, n) for k, n in sorted(fields.items()))
+                for model, fields in sorted(self.left_out.items())]
 
 
 def validate(manifest: Manifest, models: Models,
@@ -108,6 +118,7 @@ def check_all(
     found = _Problems(max_problems)
     by_model: Counter[str] = Counter()
     cost_by_model: dict[str, float] = {}
+    left_out: dict[str, Counter[str]] = {}
     images = outputs = 0
     warnings: list[Problem] = []
     for problem in manifest.problems:
@@ -121,6 +132,8 @@ def check_all(
         if task is None or checked.problems:
             continue
         by_model[task.model] += 1
+        for key in task.left_out:
+            left_out.setdefault(task.model, Counter())[key] += 1
         cost_by_model[task.model] = cost_by_model.get(task.model, 0.0) + models.estimate(task)
         images += len(task.images)
         outputs += task.n
@@ -130,7 +143,8 @@ def check_all(
         raise ManifestError(found.result(manifest.path))
     return ValidationReport(tasks=sum(by_model.values()), images=images, outputs=outputs,
                             cost=sum(cost_by_model.values()), by_model=dict(by_model),
-                            cost_by_model=cost_by_model, warnings=tuple(warnings))
+                            cost_by_model=cost_by_model, warnings=tuple(warnings),
+                            left_out={m: dict(c) for m, c in left_out.items()})
 
 
 def _label(task: Task | None, origin: Location | None) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pipeline.errors import RunAborted
+from pipeline.gateway.classify import codes
 from pipeline.views import summary
 from pipeline.views.logs import event
 
@@ -48,13 +49,22 @@ def warn(warnings: Iterable[str], *, quiet: bool) -> None:
 
 def abort_advice(exc: Exception | None) -> str:
     status = getattr(exc, "status", None)
-    code = getattr(exc, "code", None) or getattr(exc, "type", None)
-    if code in ("insufficient_quota", "insufficient_user_quota"):
-        advice = "top up the account's quota, then run again"
-    elif code == "model_not_found":
+    found = codes(exc) if exc is not None else set()
+    if "insufficient_user_quota" in found:
+        advice = "top up your quota at the gateway, then run again"
+    elif "insufficient_quota" in found:
+        # Passed through from the gateway's upstream: the quota may be the operator's.
+        advice = ("top up the account's quota; if yours has some left, the gateway's own "
+                  "upstream account ran out: tell its operator")
+    elif "model_not_found" in found:
         advice = "pick a model this gateway offers (set `model:` in the manifest)"
     elif status in (401, 403):
-        advice = "check the API key in the provider's environment variable"
+        # The relay passes its upstream's 401 through with the upstream's body: the key
+        # at fault may be the gateway's own, not the user's.
+        advice = ("check the API key in the provider's environment variable; if it is "
+                  "right, the gateway's own upstream key was refused: tell its operator")
+    elif "api_not_implemented" in found or status == 501:
+        advice = "this gateway does not offer that route: set `route:` for the model"
     else:
         advice = "fix the cause above, then run again"
     return f"run aborted: {exc}\nwhat to do: {advice}; finished work is kept and will be skipped."

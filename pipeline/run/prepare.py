@@ -50,9 +50,9 @@ class PreparingGateway(Gateway):
         super().__init__(*args, **kwargs)
         self.preparer = preparer
 
-    async def edit(self, task: Task, idempotency_key: str,
+    async def edit(self, task: Task, idempotency_key: str, route: str | None = None,
                    ready: Callable[[], Awaitable[object]] | None = None) -> Answer:
-        return await super().edit(await self.preparer(task), idempotency_key, ready)
+        return await super().edit(await self.preparer(task), idempotency_key, route, ready)
 
 
 class Preparer:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.models import Models
+from pipeline.config.routes import Routing
 from pipeline.config.settings import (
     Provider,
     Settings,
@@ -39,7 +40,7 @@ from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
-from pipeline.manifest.preflight import check_all
+from pipeline.manifest.preflight import ValidationReport, check_all
 from pipeline.run import console, folders, redo, spool
 from pipeline.task import Task
 from pipeline.views import summary
@@ -93,14 +94,15 @@ class Checked:
 
     job: Job
     plan: Plan
-    warnings: tuple[str, ...]
+    report: ValidationReport
 
     def summary(self) -> dict[str, Any]:
         """What `validate --json` prints."""
         provider = self.job.provider
-        return summary.plan_dict(self.job.manifest.path, self.plan, self.warnings,
+        return summary.plan_dict(self.job.manifest.path, self.plan, _warnings(self.report),
                                  endpoint=summary.endpoint(provider.name, provider.base_url),
-                                 simulated=simulated(provider))
+                                 simulated=simulated(provider),
+                                 left_out=self.report.left_out_lines())
 
 
 @dataclass
@@ -130,6 +132,8 @@ def prepare(options: RunOptions) -> Job:
             raise ConfigError(f"--rate / limits.rate: {exc}") from exc
     name = options.provider or manifest.provider or defaults["provider"]
     provider = load_provider(folder, name, options.base_url)
+    manifest = dataclasses.replace(manifest, routing=Routing(models.route_plans(),
+                                                             provider.routes))
     ledger_path = options.ledger or ledger_mod.default_path(manifest.path)
     return Job(manifest, models, settings, provider, ledger_path)
 
@@ -150,13 +154,12 @@ def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
     return plan
 
 
-def _check(job: Job, ledger: Ledger) -> tuple[str, ...]:
+def _check(job: Job, ledger: Ledger) -> ValidationReport:
     """Every file, id, output and model limit; raises ManifestError with all problems.
     From here on no glob takes a file of ours (known to this ledger) for an input.
     Returns the warnings (a glob that matched nothing)."""
     job.manifest = dataclasses.replace(job.manifest, ours=ledger.is_ours)
-    report = check_all(job.manifest, job.models, known=ledger)
-    return tuple(str(w) for w in report.warnings)
+    return check_all(job.manifest, job.models, known=ledger)
 
 
 def run(options: RunOptions, out: Callable[[str], None]) -> int:
@@ -177,10 +180,10 @@ def check(options: RunOptions) -> Checked:
     with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
         path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
         with Ledger.open(path, recover=False) as ledger, _damaged(path):
-            warnings = _check(job, ledger)
+            report = _check(job, ledger)
             plan = plan_only(job, ledger, options.selection, found=Found.COUNT)
             folders.check(plan.room, clean=False)
-    return Checked(job, plan, warnings)
+    return Checked(job, plan, report)
 
 
 def execute(options: RunOptions) -> Outcome:
@@ -208,7 +211,7 @@ def _planned(options: RunOptions) -> Iterator[tuple[Job, Ledger, Plan, tuple[str
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
     with lock, Ledger.open(job.ledger_path) as ledger, _damaged(job.ledger_path):
         spool.deliver(spool.folder(job.ledger_path), ledger)  # paid earlier, not yet written
-        warnings = _check(job, ledger)
+        warnings = _warnings(_check(job, ledger))
         plan = plan_only(job, ledger, options.selection)
         folders.check(plan.room)
         max_cost = job.settings.max_cost
@@ -236,6 +239,10 @@ def _damaged(path: Path) -> Iterator[None]:
         raise InputError(ledger_mod.corrupt_message(path, found.exceptions[0])) from group
 
 
+def _warnings(report: ValidationReport) -> tuple[str, ...]:
+    return tuple(str(w) for w in report.warnings)
+
+
 def simulated(provider: Provider) -> bool:
     """A rehearsal: the in-process simulator, or the provider named for one."""
     return provider.simulator is not None or provider.name == "simulator"
@@ -248,7 +255,10 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
         return
     from pipeline.simulator.app import SimulatorOptions, running_simulator
 
-    async with running_simulator(SimulatorOptions.from_mapping(provider.simulator or {})) as sim:
+    options = dict(provider.simulator or {})
+    if provider.api_key is not None:  # the in-process relay accepts the run's own key
+        options.setdefault("api_key", provider.api_key.reveal())
+    async with running_simulator(SimulatorOptions.from_mapping(options)) as sim:
         yield sim.base_url
 
 
@@ -258,6 +268,7 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
     import anyio
 
     from pipeline.gateway.limits import Throttle
+    from pipeline.run.board import Board
     from pipeline.run.prepare import Preparer, PreparingGateway, cache_folder
     from pipeline.run.scheduler import Scheduler
     from pipeline.views import progress
@@ -288,7 +299,8 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                                   keep_aside=redo.rejected_files(ledger)
                                   if chosen.redo_rejected else None,
                                   endpoint=job.provider.endpoint,
-                                  spool=spool.folder(job.ledger_path))
+                                  spool=spool.folder(job.ledger_path),
+                                  board=Board(job.manifest.routing or Routing()))
             # The plan has adopted whatever finished work was on disk: no need to look again.
             walked = walk(job.manifest.tasks(), ledger, found=Found.SKIP,
                           endpoint=job.provider.endpoint)
@@ -306,13 +318,13 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 await scheduler.run(work)
                 group.cancel_scope.cancel()
     return _conclude(job, ledger, options, tally, plan, scheduler.stop, warnings, run_id,
-                     signalled, endpoint)
+                     signalled, endpoint, notes=scheduler.board.notes)
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
               stop: Stop | None, warnings: tuple[str, ...], run_id: int | None = None,
               signalled: list[signal.Signals] | None = None,
-              endpoint: str | None = None) -> Outcome:
+              endpoint: str | None = None, notes: list[str] | None = None) -> Outcome:
     """Exit code, the run's ledger row and the summary."""
     code = _exit_code(tally, stop, signalled or [], plan.held)
     counts = {"succeeded": tally.succeeded, "failed": tally.failed, "unknown": tally.unknown}
@@ -327,7 +339,8 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
         job.manifest.path, tally, plan, provider=provider.name, exit_code=code,
         stopped=None if stop is None else stop.reason, ledger=job.ledger_path,
         held=plan.held, endpoint=endpoint or summary.endpoint(provider.name, provider.base_url),
-        simulated=simulated(provider), warnings=warnings, repeat=options.repeat)
+        simulated=simulated(provider), warnings=warnings, repeat=options.repeat,
+        notes=notes or [])
     return Outcome(code, result, None if stop is None else stop.fatal)
 
 

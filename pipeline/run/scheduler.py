@@ -25,11 +25,15 @@ from tenacity import RetryCallState
 from pipeline.config.settings import Settings
 from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
 from pipeline.gateway import retry
+from pipeline.gateway.classify import what_stops
 from pipeline.gateway.client import Answer, Gateway
 from pipeline.gateway.limits import AdaptiveConcurrency, Throttle
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.store import Attempt, Ledger
+from pipeline.run import outcomes
+from pipeline.run.board import Board, ModelStopped
 from pipeline.run.diskwriter import DiskWriter
+from pipeline.run.outcomes import cause
 from pipeline.run.redo import keep_rejected
 from pipeline.run.spool import kept_or_lost
 from pipeline.run.writer import Result, result_of, write_result
@@ -88,6 +92,7 @@ class Scheduler:
         key_salt: str = "",
         endpoint: str | None = None,
         spool: Path | None = None,
+        board: Board | None = None,
         keep_aside: Mapping[str, list[Path]] | None = None,
     ):
         self.gateway = gateway
@@ -99,6 +104,7 @@ class Scheduler:
         self.throttle = throttle or Throttle()
         self.concurrency = AdaptiveConcurrency(settings.concurrency)
         self.stop = Stop()
+        self.board = board or Board()  # each model's route this run, and stopped models
         # --force asks for new work: a fresh Idempotency-Key, or a gateway that honours
         # keys would hand back the old answer. Without it, a re-sent `unknown` task keeps
         # its key, so such a gateway can return what it already billed.
@@ -151,9 +157,13 @@ class Scheduler:
         try:
             async for attempt in policy:
                 with attempt:
-                    answer = await self._attempt(task, fingerprint, key, failed)
+                    answer = await self.board.send(task.model, task.route, functools.partial(
+                        self._attempt, task, fingerprint, key, failed))
         except RequestError as exc:
             self._record_failure(task, fingerprint, exc)
+            return
+        except ModelStopped as exc:
+            self._not_retried(task, fingerprint, failed, exc)
             return
         except Stopped:
             self._not_retried(task, fingerprint, failed)
@@ -167,12 +177,12 @@ class Scheduler:
 
     def _before_sleep(self, task: Task, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        cause = _cause(exc)
-        self.tally.retries_by_cause[cause] += 1
+        why = cause(exc)
+        self.tally.retries_by_cause[why] += 1
         self.tally.retrying += 1
         wait = state.next_action.sleep if state.next_action else 0
         event(logging.INFO, "task retry", id=task.id, attempt=state.attempt_number,
-              cause=cause, wait_s=round(wait, 2), error=str(exc))
+              cause=why, wait_s=round(wait, 2), error=str(exc))
 
     async def _gate(self) -> float:
         """Wait for the server's cooldown and the pacer's turn, and return the departure
@@ -189,8 +199,11 @@ class Scheduler:
 
     async def _depart(self, task: Task, fingerprint: str, number: int,
                       departure: Departure) -> None:
-        """Called by the gateway with the body built, right before the request is written."""
+        """Called by the gateway with the body built, right before the request is written
+        (ModelStopped when the task's model stopped meanwhile)."""
+        self.board.check(task.model)
         departed = await self._gate()
+        self.board.check(task.model)
         if number == 1:
             self.ledger.mark_submitted(self.run_id, task, fingerprint)
         self.tally.in_flight += 1
@@ -198,7 +211,7 @@ class Scheduler:
         departure.at, departure.wall, departure.started = departed, time.time(), time.monotonic()
 
     async def _attempt(self, task: Task, fingerprint: str, key: str,
-                       failed: list[RequestError]) -> Answer:
+                       failed: list[RequestError], route: str) -> Answer:
         """One attempt; a failed one's error is appended to `failed` (one per attempt)."""
         number = len(failed) + 1
         if number > 1:
@@ -207,7 +220,7 @@ class Scheduler:
             departure = Departure()
             ready = functools.partial(self._depart, task, fingerprint, number, departure)
             try:
-                answer = await self.gateway.edit(task, key, ready=ready)
+                answer = await self.gateway.edit(task, key, route, ready=ready)
             except RequestError as exc:
                 self._on_paid_unusable(task, exc, failed)
                 self._count_billed(task, exc, failed)
@@ -277,11 +290,12 @@ class Scheduler:
             self.stop.set(f"the gateway refused the run: {exc}", exc)
             event(logging.ERROR, "run aborted", id=task.id, error=str(exc))
         outcome = {"retry": "retry", "unknown": "unknown", "terminal": "failed",
+                   "model": "failed", "route": "failed",
                    "fatal": "aborted"}[verdict.value]
         self.ledger.record_attempt(Attempt(
             task_id=task.id, run_id=self.run_id, number=number, started_at=departure.wall,
             latency_s=time.monotonic() - departure.started,
-            status=getattr(exc, "status", None), error_type=_cause(exc),
+            status=getattr(exc, "status", None), error_type=cause(exc),
             error_code=getattr(exc, "code", None), message=str(exc)[:500],
             request_id=getattr(exc, "request_id", None), outcome=outcome))
 
@@ -293,44 +307,38 @@ class Scheduler:
             error_code=None, message=reason, request_id=None, outcome="unknown"))
         return OutcomeUnknown(reason)
 
-    def _not_retried(self, task: Task, fingerprint: str, failed: list[RequestError]) -> None:
-        """Launching stopped (or the grace ran out) before the task's next attempt: it keeps
-        what its last attempt came to, so a request that may have been billed stays
-        `unknown`. A task never sent stays as it was, for the next run."""
-        if not failed:
+    def _not_retried(self, task: Task, fingerprint: str, failed: list[RequestError],
+                     stopped: ModelStopped | None = None) -> None:
+        """Launching (or the task's model) stopped before the task's next attempt: it keeps
+        what its last attempt came to (maybe billed: `unknown`). One never sent stays as it
+        was for the next run, unless its model stopped: failed (not terminal), with why."""
+        if not failed and stopped is None:
             return
-        last = failed[-1]
-        reason = f"{last} (not retried: {self.stop.reason or 'the run was cancelled'})"
-        if retry.classify(last) is retry.Verdict.UNKNOWN:
-            self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
-            self.tally.unknown += 1
-        else:
-            self.ledger.mark_failed(task.id, fingerprint, terminal=False, reason=reason,
-                                    error_type=_cause(last), error_code=getattr(last, "code", None))
-            self.tally.failed += 1
-        self.tally.failure(task.id, reason)
+        why = str(stopped) if stopped else f"not retried: {self.stop.reason or 'cancelled'}"
+        last = failed[-1] if failed else None
+        outcomes.mark(self.ledger, self.tally, task, fingerprint, last,
+                      f"{last} ({why})" if last else why, terminal=False)
 
     def _record_failure(self, task: Task, fingerprint: str, exc: RequestError) -> None:
-        verdict = retry.classify(exc)
-        reason = str(exc)
-        if verdict is retry.Verdict.UNKNOWN:
-            self.ledger.mark_unknown(task.id, fingerprint, reason=reason)
-            self.tally.unknown += 1
-        else:
-            self.ledger.mark_failed(
-                task.id, fingerprint, terminal=verdict is retry.Verdict.TERMINAL, reason=reason,
-                error_type=_cause(exc), error_code=getattr(exc, "code", None))
-            self.tally.failed += 1
-        self.tally.failure(task.id, reason)
+        verdict, stops, reason = retry.classify(exc), what_stops(exc), str(exc)
+        if stops == "model":
+            self.board.stop(task.model, reason)
+        elif stops == "run":
+            self.stop.set(f"the gateway refused the run: {exc}", exc)
+            event(logging.ERROR, "run aborted", id=task.id, error=reason)
+        # When the gateway stops a model or the run, the task is not at fault: a later
+        # run sends it again (not terminal).
+        terminal = stops is None and verdict in (retry.Verdict.TERMINAL, retry.Verdict.ROUTE)
+        outcomes.mark(self.ledger, self.tally, task, fingerprint, exc, reason, terminal=terminal)
         label = {"unknown": "task unknown", "fatal": "task aborted"}.get(verdict, "task failed")
-        event(logging.WARNING, label, id=task.id, terminal=verdict is retry.Verdict.TERMINAL,
-              error=reason,
+        event(logging.WARNING, label, id=task.id, terminal=terminal, error=reason,
               code=getattr(exc, "code", None))
 
     async def _save(self, task: Task, fingerprint: str, answer: Answer, attempts: int) -> None:
         cost = self.price(task, answer.usage)
         record: dict[str, Any] = {
             "task_id": task.id, "fingerprint": fingerprint, "model": task.model,
+            "route": answer.route,
             "prompt": task.prompt, "request": dict(task.fields),
             "inputs": [str(p) for p in task.images],
             "mask": str(task.mask) if task.mask else None,
@@ -390,8 +398,3 @@ def _without_frames(exc: RequestError) -> RequestError:
         seen = seen.__cause__ or seen.__context__
     return exc
 
-
-def _cause(exc: BaseException | None) -> str:
-    if isinstance(exc, StatusError):
-        return exc.code or exc.type or f"http_{exc.status}"
-    return getattr(exc, "kind", type(exc).__name__)

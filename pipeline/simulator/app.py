@@ -1,23 +1,23 @@
-"""The local gateway: an aiohttp app that answers `POST /v1/images/edits` like the relay does.
+"""The local gateway: an aiohttp app that answers like the relay (new-api) does on
+`POST /v1/images/edits`, `/v1/chat/completions` and `/v1beta/models/{model}:generateContent`.
 
-It owns the request's way through the gateway (auth, rate limit, fault,
-latency, then the edit), b64 / URL / data-URL answers and the URLs they point
-to, the counters tests read, and three ways to run it: in a task, in a
-thread, or from `imgedit simulate`. The rest is in its own modules:
-`simulator_request.py` reads and validates the multipart form,
-`simulator_render.py` does the Pillow edit and caches its outputs, and
-`simulator_faults.py` holds what it does wrong on purpose (options, faults,
-429s, latency).
+It owns the request's way through the gateway (the relay's key check, rate limit,
+reading the route's body, fault, latency, then the edit), b64 / URL / data-URL
+answers and the URLs they point to, the counters tests read, and three ways to run
+it: in a task, in a thread, or from `imgedit simulate`. The rest is in its own
+modules: `relay.py` what the relay itself answers (key, channels, body limit, its
+error shape), `routes.py` the three routes and the channels behind them,
+`request.py` the multipart form as the relay forwards it, `render.py` the Pillow
+edit, `usage.py` the tokens an answer bills, `faults.py` what it does wrong on purpose.
 
 It must never contact the real gateway, never write to disk, and never keep
-an API key: it only notes whether an Authorization header came.
+the API key it checks: it only notes whether an Authorization header came.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import random
 import secrets
 import signal
@@ -26,11 +26,12 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from pipeline.simulator import routes
 from pipeline.simulator.faults import (
     IMMEDIATE_FAULTS,
     FaultPlan,
@@ -42,50 +43,17 @@ from pipeline.simulator.faults import (
     parse_rate_limit,
 )
 from pipeline.simulator.ratelimit import SlidingWindow, refusal
+from pipeline.simulator.relay import MAX_BODY_BYTES, RelayError, check_key
 from pipeline.simulator.render import RenderCache, Rendered, open_inputs, prompt_colour, render
-from pipeline.simulator.request import (
-    MAX_BODY_BYTES,
-    Edit,
-    GatewayError,
-    Part,
-    parse_edit,
-    read_form,
-)
+from pipeline.simulator.request import Edit, GatewayError
+from pipeline.simulator.stats import SimulatorStats, bump, describe
+from pipeline.simulator.usage import usage
 
 # MAX_BODY_BYTES and prompt_colour are re-exported: tests import them from here.
 __all__ = ["MAX_BODY_BYTES", "SimulatorOptions", "SimulatorStats", "SimulatorThread",
            "create_app", "prompt_colour", "running_simulator", "serve"]
 
 FILES_KEPT = 4096  # URL answers stay fetchable this long, like a CDN link that expires
-
-
-@dataclass
-class SimulatorStats:
-    requests: int = 0  # every POST to /v1/images/edits
-    succeeded: int = 0  # 200 answers carrying images
-    images: int = 0
-    rejected_429: int = 0  # every 429 answered: rate limit, 429, 429-bare and quota
-    in_flight: int = 0
-    max_in_flight: int = 0
-    faults: dict[str, int] = field(default_factory=dict)  # fault name -> times injected
-    by_key: dict[str, int] = field(default_factory=dict)  # Idempotency-Key -> requests
-    succeeded_by_key: dict[str, int] = field(default_factory=dict)
-
-    def clear(self) -> None:
-        """Zero in place (a test may hold this object); requests still running stay counted."""
-        for f in dataclasses.fields(self):
-            if f.name != "in_flight":
-                setattr(self, f.name, getattr(SimulatorStats(), f.name))
-        self.max_in_flight = self.in_flight
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def bump(counts: dict[str, int], key: str, by: int = 1) -> None:
-    counts[key] = counts.get(key, 0) + by
-
-
 
 
 def answer_mode(option: str, edit: Edit) -> str:
@@ -98,33 +66,6 @@ def answer_mode(option: str, edit: Edit) -> str:
         return "b64" if edit.response_format == "b64_json" else "url"
     # Nano-banana's inline image comes through the relay as a data: URL.
     return "data-url" if edit.model.startswith("gemini") else "url"
-
-
-OUTPUT_TOKENS = {"low": 272, "medium": 1056, "high": 4160, "auto": 1056}
-
-
-def usage(edit: Edit) -> dict[str, Any]:
-    """Token counts shaped like gpt-image's: output tokens by quality, as OpenAI bills them
-    (1024x1024: low 272, medium 1056, high 4160; larger sizes in proportion)."""
-    text_tokens, image_tokens = len(edit.prompt) // 4 + 1, 194 * len(edit.images)
-    per_square = OUTPUT_TOKENS.get(edit.quality or "auto", OUTPUT_TOKENS["auto"])
-    out = per_square * edit.size[0] * edit.size[1] // (1024 * 1024) * edit.n
-    details = {"text_tokens": text_tokens, "image_tokens": image_tokens}
-    return {"input_tokens": text_tokens + image_tokens, "output_tokens": out,
-            "total_tokens": text_tokens + image_tokens + out, "input_tokens_details": details}
-
-
-def describe(parts: list[Part], request: web.Request) -> dict[str, Any]:
-    """What a test may check about the last request; the key itself is never kept."""
-    names = ("Content-Type", "Idempotency-Key", "User-Agent")
-    return {
-        "fields": [p.field for p in parts],
-        "files": [{"field": p.field, "filename": p.filename, "content_type": p.content_type,
-                   "bytes": len(p.data)} for p in parts if p.filename is not None],
-        "form": {p.field: p.data.decode("utf-8", "replace") for p in parts if p.filename is None},
-        "headers": {k: request.headers[k] for k in names if k in request.headers}
-        | {"Authorization": "Authorization" in request.headers},
-    }
 
 
 class Gateway:
@@ -152,16 +93,26 @@ class Gateway:
         self.last: dict[str, Any] = {}
 
     async def edit(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "images")
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "chat")
+
+    async def gemini(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "gemini")
+
+    async def _handle(self, request: web.Request, route: str) -> web.StreamResponse:
         stats, key = self.stats, request.headers.get("Idempotency-Key")
         stats.requests += 1
+        bump(stats.by_route, route)
         if key:
             bump(stats.by_key, key)
         ticket = self.plan.arrive(key)  # before any await, so faults follow arrival order
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         try:
-            response = await self._edit(request, ticket)
-        except GatewayError as exc:
+            response = await self._edit(request, ticket, route)
+        except (GatewayError, RelayError) as exc:
             response = exc.response()
         finally:
             stats.in_flight -= 1
@@ -169,14 +120,26 @@ class Gateway:
             stats.rejected_429 += 1
         return response
 
-    async def _edit(self, request: web.Request, ticket: Ticket) -> web.StreamResponse:
-        if not request.headers.get("Authorization", "").removeprefix("Bearer ").strip():
-            raise GatewayError(401, "You didn't provide an API key.", code="invalid_api_key")
+    async def _read(self, request: web.Request, route: str) -> routes.Job:
+        if route == "chat":
+            job = await routes.chat(request, self.options)
+            parts = list(job.edit.images)
+        elif route == "gemini":
+            job = await routes.gemini(request, self.options)
+            parts = list(job.edit.images)
+        else:
+            job, parts = await routes.images(request, self.options)
+        self.last = describe(parts, request) | {"route": route}
+        return job
+
+    async def _edit(self, request: web.Request, ticket: Ticket,
+                    route: str) -> web.StreamResponse:
+        # middleware/auth.go: the exact token, before anything else is read.
+        check_key(request.headers.get("Authorization", ""), self.options.api_key)
         if self.limit and not self.limit.admit():
             return refusal(self.limit, retry_after=self.options.rate_limit_retry_after)
-        parts = await read_form(request)
-        self.last = describe(parts, request)
-        edit = parse_edit(parts)
+        job = await self._read(request, route)
+        edit = job.edit
         rendered = self.cache.get(edit.render_key)
         # Bytes already rendered once are known to decode: a cache hit skips decoding.
         inputs = None if rendered else await asyncio.to_thread(open_inputs, edit)
@@ -197,19 +160,27 @@ class Gateway:
             assert inputs is not None
             rendered = await asyncio.to_thread(render, edit, *inputs)
             self.cache.put(edit.render_key, rendered)
+        if job.shape != "images":
+            self._count(request, 1)
+            return web.json_response(routes.answer(job, rendered))
         return self.answer(request, edit, rendered)
+
+    def _count(self, request: web.Request, images: int) -> None:
+        self.stats.succeeded += 1
+        self.stats.images += images
+        if key := request.headers.get("Idempotency-Key"):
+            bump(self.stats.succeeded_by_key, key)
 
     def answer(self, request: web.Request, edit: Edit, rendered: Rendered) -> web.Response:
         mode = answer_mode(self.options.response, edit)
         body: dict[str, Any] = {"created": int(time.time()),
                                 "data": [self.item(request, rendered, mode) for _ in range(edit.n)]}
-        if edit.model.startswith("gpt-image"):
+        if edit.model.startswith(("gpt-image", "chatgpt-image")):
             body |= {"background": edit.background, "output_format": edit.output_format,
-                     "size": "{}x{}".format(*edit.size), "usage": usage(edit)}
-        self.stats.succeeded += 1
-        self.stats.images += edit.n
-        if key := request.headers.get("Idempotency-Key"):
-            bump(self.stats.succeeded_by_key, key)
+                     "size": "{}x{}".format(*edit.size),
+                     "usage": usage(edit.prompt, edit.quality, edit.size, edit.n,
+                                    rendered.inputs)}
+        self._count(request, edit.n)
         return web.json_response(body)
 
     def item(self, request: web.Request, rendered: Rendered, mode: str) -> dict[str, str]:
@@ -263,6 +234,8 @@ def create_app(options: SimulatorOptions | None = None) -> web.Application:
     app = web.Application(middlewares=[request_id])
     app[GATEWAY] = gateway
     app.router.add_post("/v1/images/edits", gateway.edit)
+    app.router.add_post("/v1/chat/completions", gateway.chat)
+    app.router.add_post("/v1beta/models/{target}", gateway.gemini)
     app.router.add_get("/files/{name}", gateway.file)
     app.router.add_get("/_sim/stats", gateway.get_stats)
     app.router.add_get("/_sim/last", gateway.get_last)

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import random
 import re
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -44,14 +45,29 @@ FAULTS = {
     "notimage": "HTTP 200 whose b64_json decodes to bytes that are no image",
     "moderation": "HTTP 400 moderation_blocked",
     "convert": "HTTP 500 convert_request_failed: the relay could not translate the request",
-    "401": "HTTP 401 invalid_api_key",
+    "401": "HTTP 401 invalid_api_key: the upstream refused the relay's key, passed through",
+    # The relay's own answers (new-api types/error.go codes; controller/relay.go statuses).
+    "sensitive_words_detected": "HTTP 500 sensitive_words_detected: the relay's word filter",
+    "model_price_error": "HTTP 400 model_price_error: the relay has no price for the model",
+    "model_not_found": "HTTP 503 model_not_found: no channel for the model (all disabled)",
+    "api_not_implemented": "HTTP 501 api_not_implemented",
+    "bad_response_body": "HTTP 500 bad_response_body: the upstream's 200 was unreadable",
+    "insufficient_user_quota": "HTTP 403 insufficient_user_quota: the relay token is spent",
+    "524": "HTTP 524 with Cloudflare's HTML page: the origin took too long",
 }
 
 # Faults the gateway itself answers before any upstream work: they come at once,
 # the others after the request's latency, as a real upstream failure would.
-IMMEDIATE_FAULTS = frozenset({"401", "429", "429-bare", "quota"})
+IMMEDIATE_FAULTS = frozenset({"401", "429", "429-bare", "quota", "sensitive_words_detected",
+                              "model_price_error", "model_not_found", "api_not_implemented",
+                              "insufficient_user_quota"})
 
 NOT_AN_IMAGE = b"upstream said: this is not an image\n"
+
+HTML_524 = """<!DOCTYPE html>
+<html><head><title>api.example.com | 524: A timeout occurred</title></head>
+<body><h1>A timeout occurred</h1><p>Error code 524</p></body></html>
+"""
 
 HTML_502 = """<html>
 <head><title>502 Bad Gateway</title></head>
@@ -85,6 +101,26 @@ _FAULT_ERRORS: dict[str, tuple[int, str, str, str | None]] = {
     "401": (401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
 }
 _FAULT_ERRORS["429-bare"] = _FAULT_ERRORS["429"]
+# The relay's own errors: type new_api_error, " (request id: ...)" after the message.
+_RELAY_ERRORS: dict[str, tuple[int, str, str, str]] = {
+    # controller/relay.go: CheckSensitiveText -> NewError(sensitive_words_detected), 500.
+    "sensitive_words_detected": (500, "sensitive words detected", "new_api_error",
+                                 "sensitive_words_detected"),
+    # controller/relay.go: ModelPriceHelper failed -> 400 model_price_error.
+    "model_price_error": (400, "model gpt-image-1 ratio or price not set, please set or start "
+                          "self-use mode", "new_api_error", "model_price_error"),
+    # middleware/distributor.go: no channel (also while all are auto-disabled) -> 503.
+    "model_not_found": (503, "No available channel for model gpt-image-1 under group default "
+                        "(distributor)", "new_api_error", "model_not_found"),
+    # controller/relay.go RelayNotImplemented.
+    "api_not_implemented": (501, "API not implemented", "new_api_error", "api_not_implemented"),
+    # relay/channel/openai/relay-openai.go: an upstream 200 that does not unmarshal.
+    "bad_response_body": (500, "invalid character '<' looking for beginning of value",
+                          "openai_error", "bad_response_body"),
+    # middleware/auth.go tokenAuthErrorResponse: ErrTokenExhausted -> 403.
+    "insufficient_user_quota": (403, "token quota is not enough, token remain quota: 0",
+                                "new_api_error", "insufficient_user_quota"),
+}
 
 
 @dataclass(frozen=True)
@@ -106,6 +142,11 @@ class SimulatorOptions:
     response: str = "auto"  # auto | b64 | url | data-url
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port
+    # The relay token it accepts (compared as new-api's middleware/auth.go does).
+    api_key: str = "sk-simulator"
+    # Gemini models on the images route: "convert" answers 500 convert_request_failed (the
+    # relay's code); "chat" answers chat-shaped, as its newest code does for edits.
+    gemini_images: str = "convert"
 
     def __post_init__(self) -> None:
         # YAML reads `500: 0.1` with an int key, and fault names are strings.
@@ -116,6 +157,10 @@ class SimulatorOptions:
         parse_latency(self.latency)
         if self.rate_limit is not None:
             parse_rate_limit(self.rate_limit)
+        if self.gemini_images not in ("convert", "chat"):
+            raise ValueError(f"gemini_images: {self.gemini_images!r} is not convert or chat")
+        if not isinstance(self.api_key, str) or not self.api_key.strip():
+            raise ValueError("api_key: the simulator needs a token to accept")
         if self.response not in RESPONSE_MODES:
             raise ValueError(f"response: {self.response!r} is not one of {RESPONSE_MODES}")
         if not isinstance(self.slow_seconds, int | float) or self.slow_seconds < 0:
@@ -242,6 +287,13 @@ def fault_response(name: str) -> web.Response:
     """The answer for a fault that is an HTTP answer (anything but drop and slow)."""
     if name == "html502":
         return web.Response(status=502, text=HTML_502, content_type="text/html")
+    if name == "524":
+        return web.Response(status=524, text=HTML_524, content_type="text/html")
+    if name in _RELAY_ERRORS:
+        status, text, kind, relay_code = _RELAY_ERRORS[name]
+        rid = secrets.token_hex(16)
+        return error_response(status, f"{text} (request id: {rid})", type=kind, code=relay_code,
+                              param="")
     if name == "malformed":
         # Cut off mid-answer, as a proxy that gave up halfway would.
         cut = '{"created": 1700000000, "data": [{"b64_json": "iVBORw0KGgo'

@@ -81,6 +81,7 @@ class Rendered:
     data: bytes
     format: str  # png | jpeg | webp
     b64: str
+    inputs: tuple[tuple[int, int], ...] = ()  # each input's width and height, for `usage`
 
     @property
     def content_type(self) -> str:
@@ -120,7 +121,8 @@ def render(edit: Edit, pictures: list[Image.Image], mask: Image.Image | None) ->
         quality = edit.compression or (90 if edit.output_format == "jpeg" else 80)
         edited.save(out, edit.output_format.upper(), quality=quality, method=0)
     data = out.getvalue()
-    return Rendered(data, edit.output_format, base64.b64encode(data).decode())
+    return Rendered(data, edit.output_format, base64.b64encode(data).decode(),
+                    tuple(p.size for p in pictures))
 
 
 class RenderCache:

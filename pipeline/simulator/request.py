@@ -14,6 +14,7 @@ keep the Authorization header: it reads only the form.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,13 +24,15 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from pipeline.simulator.faults import error_response
+from pipeline.simulator.relay import MAX_BODY_BYTES, too_large
 from pipeline.task import IMAGE_FORMATS
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
-# Model -> most input images per request. Any other model has no channel at the relay.
-MODELS = {"gpt-image-1": 16, "gpt-image-1-mini": 16, "dall-e-2": 1, "gemini-2.5-flash-image": 16,
-          "gemini-3-pro-image-preview": 14, "jimeng-4.0": 10}
+# Model -> most input images per request, as the upstream (OpenAI) takes them.
+MODELS = {"gpt-image-1": 16, "gpt-image-1-mini": 16, "gpt-image-1.5": 16, "gpt-image-2": 16,
+          "chatgpt-image-latest": 16, "dall-e-2": 1, "gemini-2.5-flash-image": 16,
+          "gemini-3-pro-image-preview": 14, "gemini-3.1-flash-image": 14, "jimeng-4.0": 10}
 SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto", "256x256", "512x512")
+FREE_SIZE_MODELS = ("gpt-image-2",)  # any WxH: multiples of 16, 1:3 to 3:1, <= 3840x2160
 
 
 class GatewayError(Exception):
@@ -72,11 +75,21 @@ def disposition(part: BodyPartReader) -> tuple[str, str | None]:
     return part.name or "", part.filename
 
 
+def part_type(filename: str) -> str:
+    """The Content-Type the relay gives a file part, from its name's extension alone
+    (relay/channel/openai/adaptor.go detectImageMimeType): .jp* is JPEG, anything else
+    that is not .png or .webp becomes PNG."""
+    ext = ("." + filename.rpartition(".")[2].lower()) if "." in filename else ""
+    if ext in (".jpg", ".jpeg") or ext.startswith(".jp"):
+        return "image/jpeg"
+    return "image/webp" if ext == ".webp" else "image/png"
+
+
 async def read_form(request: web.Request) -> list[Part]:
-    """Every multipart part in order; a body over MAX_BODY_BYTES is a 413."""
-    too_large = f"Request body larger than {MAX_BODY_BYTES} bytes."
+    """Every multipart part in order, each file's type rewritten as the relay forwards it;
+    a body over MAX_BODY_BYTES (128 MB) is the relay's 413."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise GatewayError(413, too_large, code="request_too_large")
+        raise too_large()
     if request.content_type != "multipart/form-data":
         raise GatewayError(400, "Expected a multipart/form-data body.", code="invalid_body")
     parts, total = [], 0
@@ -89,10 +102,12 @@ async def read_form(request: web.Request) -> list[Part]:
             while chunk := await part.read_chunk(1 << 20):
                 total += len(chunk)
                 if total > MAX_BODY_BYTES:  # a chunked upload announces no length
-                    raise GatewayError(413, too_large, code="request_too_large")
+                    raise too_large()
                 chunks.append(chunk)
-            content_type = part.headers.get("Content-Type", "text/plain")
-            parts.append(Part(*disposition(part), content_type, b"".join(chunks)))
+            field, filename = disposition(part)
+            content_type = (part.headers.get("Content-Type", "text/plain") if filename is None
+                            else part_type(filename))
+            parts.append(Part(field, filename, content_type, b"".join(chunks)))
     except ValueError as exc:  # aiohttp's word for a broken multipart body
         raise GatewayError(400, f"Could not parse the multipart body: {exc}") from None
     return parts
@@ -124,9 +139,56 @@ class Edit:
                 self.compression)
 
 
+def forwarded_images(parts: list[Part]) -> tuple[Part, ...]:
+    """The files the relay forwards as images (relay/channel/openai/adaptor.go
+    ConvertImageRequest): every `image` part; only when there is none, the `image[]`
+    parts; only when there are none either, any `image[...]` field."""
+    files = [p for p in parts if p.filename is not None]
+    for wanted in ("image", "image[]"):
+        found = tuple(p for p in files if p.field == wanted)
+        if found:
+            return found
+    return tuple(p for p in files if p.field.startswith("image["))
+
+
+def form_text(parts: list[Part]) -> dict[str, str]:
+    """Text fields; a field sent twice reads as its first value (Go's FormValue)."""
+    text: dict[str, str] = {}
+    for part in parts:
+        if part.filename is None:
+            text.setdefault(part.field, part.data.decode("utf-8", "replace"))
+    return text
+
+
+async def read_json(request: web.Request) -> Any:
+    """A JSON body (chat, gemini routes) up to the relay's body limit; 400 when unreadable."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise too_large()
+    chunks, total = [], 0
+    while chunk := await request.content.read(1 << 20):
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            raise too_large()
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError as exc:
+        raise GatewayError(400, f"Invalid request: {exc}", code="invalid_request",
+                           type="new_api_error") from None
+
+
+def free_size(size: str) -> bool:
+    width, _, height = size.partition("x")
+    if not (width.isdigit() and height.isdigit()) or not int(width) or not int(height):
+        return False
+    w, h = int(width), int(height)
+    return (w % 16 == 0 and h % 16 == 0 and max(w, h) <= 3 * min(w, h)
+            and max(w, h) <= 3840 and min(w, h) <= 2160)
+
+
 def parse_edit(parts: list[Part]) -> Edit:
     """Validate the form as the gateway does; the first problem is a GatewayError."""
-    text = {p.field: p.data.decode("utf-8", "replace") for p in parts if p.filename is None}
+    text = form_text(parts)
     model, prompt, size = text.get("model"), text.get("prompt"), text.get("size", "auto")
     if not model:
         raise missing("model")
@@ -143,13 +205,17 @@ def parse_edit(parts: list[Part]) -> Edit:
     if response_format not in (None, "url", "b64_json"):
         raise GatewayError(400, f"Invalid response_format {response_format!r}.",
                            param="response_format")
-    images = tuple(p for p in parts if p.field in ("image", "image[]") and p.filename is not None)
+    images = forwarded_images(parts)
     if not images:
         raise missing("image")
     if len(images) > MODELS[model]:
         raise GatewayError(400, f"{model} takes at most {MODELS[model]} images, not "
                            f"{len(images)}.", param="image")
-    if size not in SIZES:
+    if model in FREE_SIZE_MODELS and size != "auto":
+        if not free_size(size):
+            raise GatewayError(400, f"Invalid size {size!r}: both sides multiples of 16, at "
+                               "most 3:1, at most 3840x2160.", param="size")
+    elif size not in SIZES:
         raise GatewayError(400, f"Invalid size {size!r}; supported: {', '.join(SIZES)}.",
                            param="size")
     output_format = text.get("output_format", "png")

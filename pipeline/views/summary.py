@@ -31,9 +31,9 @@ def money(amount: float, simulated: bool) -> str:
 def build(manifest: Path, tally: Tally, plan: Plan, *, provider: str, exit_code: int,
           stopped: str | None, ledger: Path, held: int = 0, endpoint: str | None = None,
           simulated: bool = False, warnings: Iterable[str] = (),
-          repeat: Iterable[str] = ()) -> dict[str, Any]:
+          repeat: Iterable[str] = (), notes: list[str] | None = None) -> dict[str, Any]:
     """`held`: failed or unknown tasks this run's flags left unsent; `repeat`: flags a
-    reprocess command needs again (--base-url, --config...)."""
+    reprocess command needs again (--base-url, --config...); `notes`: route switches."""
     elapsed = tally.elapsed()
     reprocess = None
     if tally.failed or tally.unknown or held:
@@ -64,6 +64,7 @@ def build(manifest: Path, tally: Tally, plan: Plan, *, provider: str, exit_code:
         "elapsed_s": round(elapsed, 3),
         "tasks_per_s": round(tally.done / elapsed, 3) if elapsed > 0 else 0.0,
         "stopped": stopped,
+        "notes": list(notes or []),  # route switches and models stopped during the run
         "failures": [{"id": i, "reason": r} for i, r in tally.failures],
         "outputs": tally.outputs,
         "reprocess": reprocess,
@@ -108,6 +109,7 @@ def text(s: dict[str, Any]) -> str:
                      "billed (see `imgedit status`)")
     if s["stopped"]:
         lines.append(f"stopped: {s['stopped']}")
+    lines += [f"note: {note}" for note in s.get("notes", [])]
     for failure in s["failures"][:FAILURES_SHOWN]:
         lines.append(f"  failed {failure['id']}: {failure['reason']}")
     hidden = s["failed"] + s["unknown"] - min(len(s["failures"]), FAILURES_SHOWN)
@@ -120,7 +122,7 @@ def text(s: dict[str, Any]) -> str:
 
 
 def plan_dict(manifest: Path, plan: Plan, warnings: Iterable[str], *, endpoint: str,
-              simulated: bool) -> dict[str, Any]:
+              simulated: bool, left_out: Iterable[str] = ()) -> dict[str, Any]:
     """What validate (or run --dry-run) found: counts by category, what would be sent."""
     return {
         "manifest": str(manifest),
@@ -132,11 +134,13 @@ def plan_dict(manifest: Path, plan: Plan, warnings: Iterable[str], *, endpoint: 
         "left_out": plan.left_out,
         "estimate": round(plan.estimate, 4),
         "warnings": list(warnings),
+        "defaults_left_out": list(left_out),  # per model: defaults it does not take
     }
 
 
 def plan_text(p: dict[str, Any]) -> str:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(p["plan"].items())) or "no tasks"
     cost = f"estimated cost ${p['estimate']:.2f}" + (" (simulated)" if p["simulated"] else "")
-    return (f"{p['manifest']}: {p['tasks']} tasks ({counts}); would send {p['to_send']}, "
+    line = (f"{p['manifest']}: {p['tasks']} tasks ({counts}); would send {p['to_send']}, "
             f"{cost} via {p['endpoint']}")
+    return "\n".join([line, *p["defaults_left_out"]])

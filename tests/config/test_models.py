@@ -183,11 +183,16 @@ def test_estimate(tmp_path: Path, models: Models) -> None:
     def cost(**fields: Any) -> float:
         return models.estimate(task(tmp_path, one, **fields))
 
-    assert cost(quality="high", size="1024x1024", n=2) == pytest.approx(0.334)
-    assert cost(quality="medium", size="1536x1024") == pytest.approx(0.063)
-    assert cost(quality="auto", size="1024x1536") == pytest.approx(0.25)  # auto: the dearest
-    assert cost() == pytest.approx(0.167)  # no quality, no size: high at 1024x1024
-    assert cost(quality="low", size="auto") == pytest.approx(0.011)
+    # gpt-image: output tokens by quality ($40/M), plus the prompt (2 tokens) and the
+    # 8x8 input (65 + 129 for its one tile) at $10/M.
+    inputs = (2 + 194) * 10 / 1e6
+    assert cost(quality="high", size="1024x1024", n=2) == pytest.approx(
+        2 * 4160 * 40 / 1e6 + inputs)
+    assert cost(quality="medium", size="1536x1024") == pytest.approx(1584 * 40 / 1e6 + inputs)
+    # auto: the dearest quality, so the estimate is never low
+    assert cost(quality="auto", size="1024x1536") == pytest.approx(6240 * 40 / 1e6 + inputs)
+    assert cost() == pytest.approx(4160 * 40 / 1e6 + inputs)  # no quality, no size: high
+    assert cost(quality="low", size="auto") == pytest.approx(272 * 40 / 1e6 + inputs)
     assert cost(model="gemini-2.5-flash-image", size="1536x1024", n=3) == pytest.approx(0.117)
     assert cost(model="dall-e-2", size="512x512") == pytest.approx(0.018)
     assert cost(model="dall-e-2") == pytest.approx(0.02)
@@ -202,3 +207,48 @@ def test_cost_from_usage(models: Models) -> None:
     assert models.cost_from_usage("gpt-image-1", {"total_tokens": 5}) is None
     assert models.cost_from_usage("dall-e-2", usage) is None
     assert models.cost_from_usage("nope", usage) is None
+
+
+# ---- today's models, free sizes, fields a model takes ----
+
+
+def test_todays_models_are_listed_with_routes(models: Models) -> None:
+    assert {"gpt-image-1.5", "gpt-image-2", "chatgpt-image-latest", "gemini-3.1-flash-image",
+            "gemini-3-pro-image-preview", "jimeng-4.0"} <= set(models)
+    banana = models["gemini-2.5-flash-image"]
+    assert (banana.route, banana.fallback_route) == ("gemini", "chat")
+    assert models["gpt-image-1"].route == "images" and models["jimeng-4.0"].edit_routes == ()
+
+
+@pytest.mark.parametrize(("size", "fits"), [
+    ("3840x2160", True), ("2160x3840", True), ("1024x1024", True), ("2048x1152", True),
+    ("auto", True), ("3840x1280", True),
+    ("1000x1000", False),  # not multiples of 16
+    ("3856x2160", False),  # wider than 3840
+    ("3840x2176", False),  # taller than 2160 on the short side
+    ("3840x1264", False),  # longer than 3:1
+    ("0x0", False), ("big", False),
+])
+def test_gpt_image_2_takes_free_sizes(tmp_path: Path, models: Models, size: str,
+                                      fits: bool) -> None:
+    one = image(tmp_path / "a.png")
+    found = models.check(task(tmp_path, [one], model="gpt-image-2", size=size))
+    assert (found == []) is fits, found
+
+
+def test_a_field_a_model_does_not_take_is_named(tmp_path: Path, models: Models) -> None:
+    one = image(tmp_path / "a.png")
+    mini = models.check(task(tmp_path, [one], model="gpt-image-1-mini", input_fidelity="high"))
+    assert mini == [("input_fidelity", "gpt-image-1-mini does not take input_fidelity: "
+                                       "remove it")]
+    banana = models.check(task(tmp_path, [one], model="gemini-2.5-flash-image", quality="high"))
+    assert banana == [("quality", "gemini-2.5-flash-image does not take quality: remove it")]
+
+
+def test_routes_and_takes_are_checked_when_loading(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text("x:\n  route: pigeon\n  takes: [model, colour]\n")
+    with pytest.raises(ConfigError) as caught:
+        Models.load(path)
+    assert "x.route: 'pigeon' is not one of" in str(caught.value)
+    assert "x.takes: 'colour' is not a request field" in str(caught.value)

@@ -37,7 +37,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def test_one_image_goes_as_image_with_its_real_content_type(tmp_path: Path, session) -> None:
     jpeg = tiny_image(tmp_path / "shirt.jpg")
-    async with running_simulator() as sim:
+    async with running_simulator(SimulatorOptions(api_key=TEST_KEY)) as sim:
         answer = await Gateway(session, provider(sim.base_url), 10).edit(
             task(tmp_path, [jpeg], size="1024x1024"), "key-1")
         last = sim.gateway.last
@@ -55,7 +55,7 @@ async def test_several_images_go_as_repeated_image_brackets_plus_mask(tmp_path: 
     a = tiny_image(tmp_path / "a.png")
     b = tiny_image(tmp_path / "b.webp", fmt="WEBP")
     mask = transparent_mask(tmp_path / "mask.png")
-    async with running_simulator() as sim:
+    async with running_simulator(SimulatorOptions(api_key=TEST_KEY)) as sim:
         await Gateway(session, provider(sim.base_url), 10).edit(
             task(tmp_path, [a, b], mask=mask), "k")
         files = sim.gateway.last["files"]
@@ -66,7 +66,7 @@ async def test_several_images_go_as_repeated_image_brackets_plus_mask(tmp_path: 
 
 async def test_response_format_is_never_sent_to_gpt_image(tmp_path: Path, session) -> None:
     img = tiny_image(tmp_path / "a.png")
-    async with running_simulator() as sim:
+    async with running_simulator(SimulatorOptions(api_key=TEST_KEY)) as sim:
         await Gateway(session, provider(sim.base_url), 10).edit(
             task(tmp_path, [img], response_format="b64_json"), "k")
         assert "response_format" not in sim.gateway.last["form"]
@@ -76,7 +76,7 @@ async def test_response_format_is_never_sent_to_gpt_image(tmp_path: Path, sessio
 async def test_every_answer_shape_decodes_to_a_verified_image(tmp_path: Path, session,
                                                               mode: str) -> None:
     img = tiny_image(tmp_path / "a.png")
-    async with running_simulator(SimulatorOptions(response=mode)) as sim:
+    async with running_simulator(SimulatorOptions(api_key=TEST_KEY, response=mode)) as sim:
         answer = await Gateway(session, provider(sim.base_url), 10).edit(
             task(tmp_path, [img], output_format="webp", n=2), "k")
     assert answer.formats == ["webp", "webp"]
@@ -89,14 +89,14 @@ async def test_every_answer_shape_decodes_to_a_verified_image(tmp_path: Path, se
 async def test_broken_answers_raise_the_right_error(tmp_path: Path, session, fault: str,
                                                     error: type[Exception]) -> None:
     img = tiny_image(tmp_path / "a.png")
-    async with running_simulator(SimulatorOptions(faults={fault: 1.0})) as sim:
+    async with running_simulator(SimulatorOptions(api_key=TEST_KEY, faults={fault: 1.0})) as sim:
         with pytest.raises(error):
             await Gateway(session, provider(sim.base_url), 10).edit(task(tmp_path, [img]), "k")
 
 
 async def test_error_answers_carry_status_code_and_server_wait(tmp_path: Path, session) -> None:
     img = tiny_image(tmp_path / "a.png")
-    async with running_simulator(SimulatorOptions(faults={"429": 1.0})) as sim:
+    async with running_simulator(SimulatorOptions(api_key=TEST_KEY, faults={"429": 1.0})) as sim:
         with pytest.raises(StatusError) as caught:
             await Gateway(session, provider(sim.base_url), 10).edit(task(tmp_path, [img]), "k")
     assert caught.value.status == 429
@@ -107,7 +107,8 @@ async def test_error_answers_carry_status_code_and_server_wait(tmp_path: Path, s
 
 async def test_html_error_pages_become_readable_messages(tmp_path: Path, session) -> None:
     img = tiny_image(tmp_path / "a.png")
-    async with running_simulator(SimulatorOptions(faults={"html502": 1.0})) as sim:
+    options = SimulatorOptions(api_key=TEST_KEY, faults={"html502": 1.0})
+    async with running_simulator(options) as sim:
         with pytest.raises(StatusError) as caught:
             await Gateway(session, provider(sim.base_url), 10).edit(task(tmp_path, [img]), "k")
     assert caught.value.status == 502
@@ -117,7 +118,7 @@ async def test_html_error_pages_become_readable_messages(tmp_path: Path, session
 async def test_slow_answer_past_the_timeout_is_an_unknown_outcome(tmp_path: Path,
                                                                   session) -> None:
     img = tiny_image(tmp_path / "a.png")
-    options = SimulatorOptions(faults={"slow": 1.0}, slow_seconds=3)
+    options = SimulatorOptions(api_key=TEST_KEY, faults={"slow": 1.0}, slow_seconds=3)
     async with running_simulator(options) as sim:
         with pytest.raises(OutcomeUnknown):
             await Gateway(session, provider(sim.base_url), 0.2).edit(task(tmp_path, [img]), "k")
@@ -139,7 +140,7 @@ async def test_a_large_input_is_streamed_whole_and_reopened_per_attempt(tmp_path
     big = tmp_path / "big.png"
     Image.effect_noise((1100, 1100), 90).convert("RGB").save(big)
     assert big.stat().st_size > IN_MEMORY_MAX  # the streamed path, not the in-memory one
-    async with running_simulator(SimulatorOptions(fail_first={"502": 1})) as sim:
+    async with running_simulator(SimulatorOptions(api_key=TEST_KEY, fail_first={"502": 1})) as sim:
         gateway = Gateway(session, provider(sim.base_url), 10)
         for _ in range(2):  # a 502, then the same file sent again from the start
             with contextlib.suppress(StatusError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, StatusError
+from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, RouteUnfit, StatusError
+from pipeline.gateway.classify import final_verdict
 from pipeline.gateway.retry import Verdict, classify, is_overload, parse_retry_after, policy
 
 
@@ -17,23 +18,67 @@ from pipeline.gateway.retry import Verdict, classify, is_overload, parse_retry_a
         (500, None, Verdict.RETRY),
         (502, None, Verdict.RETRY),
         (503, None, Verdict.RETRY),
-        (504, None, Verdict.RETRY),
         (520, None, Verdict.RETRY),
-        (524, None, Verdict.RETRY),
+        (504, None, Verdict.UNKNOWN),  # the relay never retries these: maybe billed upstream
+        (524, None, Verdict.UNKNOWN),
         (400, "invalid_request_error", Verdict.TERMINAL),
         (400, "moderation_blocked", Verdict.TERMINAL),
         (413, None, Verdict.TERMINAL),
-        (500, "convert_request_failed", Verdict.TERMINAL),
         (500, "invalid_request", Verdict.TERMINAL),
+        (500, "sensitive_words_detected", Verdict.TERMINAL),
+        (500, "bad_response_body", Verdict.TERMINAL),
+        (400, "model_price_error", Verdict.MODEL),
+        (500, "convert_request_failed", Verdict.ROUTE),
+        (501, "api_not_implemented", Verdict.ROUTE),
+        (404, None, Verdict.ROUTE),
         (401, "invalid_api_key", Verdict.FATAL),
+        (401, "", Verdict.FATAL),
         (403, None, Verdict.FATAL),
         (403, "insufficient_user_quota", Verdict.FATAL),
         (429, "insufficient_quota", Verdict.FATAL),
-        (503, "model_not_found", Verdict.FATAL),
+        (503, "model_not_found", Verdict.RETRY),  # at first: all channels may be cooling down
     ],
 )
 def test_status_classification(status: int, code: str | None, verdict: Verdict) -> None:
     assert classify(StatusError(status, "x", code=code)) is verdict
+
+
+def test_model_not_found_that_persists_aborts() -> None:
+    exc = StatusError(503, "No available channel for model x", code="model_not_found")
+    assert final_verdict(exc) is Verdict.FATAL
+    assert final_verdict(StatusError(503, "overloaded")) is Verdict.RETRY
+
+
+# LiteLLM in front of the relay: `code` becomes the status number, `type` its own words.
+@pytest.mark.parametrize(("status", "message", "verdict"), [
+    (429, "litellm.RateLimitError: RateLimitError: OpenAIException - You exceeded your current "
+          "quota, please check your plan and billing details.", Verdict.FATAL),
+    (429, "litellm.RateLimitError: insufficient_quota", Verdict.FATAL),
+    (429, "litellm.RateLimitError: Rate limit reached for requests", Verdict.RETRY),
+    (400, "litellm.BadRequestError: OpenAIException - moderation_blocked", Verdict.TERMINAL),
+    (500, "litellm.APIConnectionError: OpenAIException - Server disconnected", Verdict.UNKNOWN),
+    (500, "litellm.InternalServerError: sensitive_words_detected", Verdict.TERMINAL),
+    (408, "litellm.Timeout: OpenAIException - <title>x | 524: A timeout occurred</title>",
+     Verdict.UNKNOWN),
+    (500, "litellm.InternalServerError: Cannot connect to host x:1", Verdict.RETRY),
+    (400, "litellm.BadRequestError: model_price_error (request id: 1)", Verdict.MODEL),
+    (429, "No deployments available for selected model, all_deployments_in_cooldown",
+     Verdict.RETRY),
+])
+def test_a_gateway_in_front_is_classified_by_the_message(status: int, message: str,
+                                                          verdict: Verdict) -> None:
+    exc = StatusError(status, message, type="None", code=str(status))
+    assert classify(exc) is verdict
+
+
+def test_the_message_is_read_only_when_code_was_replaced() -> None:
+    # The relay's own code wins: a message that merely mentions a word changes nothing.
+    exc = StatusError(429, "insufficient_quota? no: slow down", code="rate_limit_exceeded")
+    assert classify(exc) is Verdict.RETRY
+
+
+def test_a_foreign_200_is_a_route_that_cannot_serve_the_model() -> None:
+    assert classify(RouteUnfit("chat-shaped")) is Verdict.ROUTE
 
 
 def test_transport_classification() -> None:

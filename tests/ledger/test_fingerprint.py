@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,10 +93,25 @@ def test_fingerprint_follows_what_is_asked(tmp_path: Path) -> None:
         make_task((kit, soap), fields={**task.fields, "model": "gpt-image-1-mini"}),
         make_task((soap, kit)),  # the first image leads the edit: order matters
         make_task((kit, soap), mask=write(tmp_path / "mask.png", b"mask")),
+        make_task((kit, soap), route="chat"),  # another route is another request
+        make_task((kit, soap), route="gemini"),
     ]
     prints = [fingerprint(t, cache) for t in changed]
     assert base not in prints
     assert len(set(prints)) == len(prints)
+
+
+def test_the_images_route_keeps_the_fingerprints_made_before_routes(tmp_path: Path) -> None:
+    # Catalogs finished before routes existed went by images: they must not be paid again.
+    kit = write(tmp_path / "kit.png", b"kit")
+    cache = MemoryHashCache()
+    task = make_task((kit,))
+    assert task.route == "images"
+    canonical = {"version": 1, "model": task.model, "prompt": task.prompt,
+                 "fields": dict(task.fields), "images": [hashlib.sha256(b"kit").hexdigest()],
+                 "mask": None}
+    text = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert fingerprint(task, cache) == hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_fingerprint_follows_the_bytes_of_the_inputs(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.conftest import Cli, tiny_image, write_manifest
+import yaml
+
+from tests.conftest import SHIPPED_MODELS, Cli, tiny_image, write_manifest
 
 CATALOG = """
     version: 1
@@ -45,25 +47,33 @@ def test_validate_prints_the_estimate(tmp_path: Path, cli: Cli) -> None:
     skus(tmp_path, 20)
     done = cli("validate", "job.yaml")
     assert done.returncode == 0, done.stderr
-    assert "20 tasks (new 20); would send 20, estimated cost $0.22" in done.stdout
+    # 20 x (272 output tokens at $40/M + (11 prompt + 194 image) input tokens at $10/M)
+    assert "20 tasks (new 20); would send 20, estimated cost $0.26" in done.stdout
 
 
 def test_max_cost_below_the_estimate_refuses_to_start(tmp_path: Path, cli: Cli, sim) -> None:
     skus(tmp_path, 20)
     done = cli("run", "job.yaml", "--base-url", sim.base_url, "--max-cost", "0.1")
     assert done.returncode == 2
-    assert "estimated cost $0.22 is above --max-cost 0.1" in done.stderr
+    assert "estimated cost $0.26 is above --max-cost 0.1" in done.stderr
     assert sim.stats().requests == 0
 
 
 def test_max_cost_stops_launching_once_spent(tmp_path: Path, cli: Cli, sim) -> None:
     skus(tmp_path, 20)
-    # The estimate ($0.22) fits, but usage-priced answers cost a little more each.
+    # A model table that expects half the output tokens the gateway bills: the estimate
+    # ($0.15) fits the budget, the answers' usage spends it before the end.
+    config = tmp_path / "config"
+    config.mkdir()
+    table = yaml.safe_load(SHIPPED_MODELS.read_text())
+    table["gpt-image-1"]["output_tokens"]["low"] = 136
+    (config / "models.yaml").write_text(yaml.safe_dump(table))
     code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url,
-                             "--max-cost", "0.23")
+                             "--max-cost", "0.16", "--config", str(config))
     assert code == 1
-    assert summary["stopped"].startswith("the budget of 0.23 is spent")
-    assert summary["spent"] >= 0.23
+    assert summary["estimate"] < 0.16
+    assert summary["stopped"].startswith("the budget of 0.16 is spent")
+    assert summary["spent"] >= 0.16
     assert summary["succeeded"] < 20
     assert summary["not_started"] == 20 - summary["succeeded"]
     assert sim.stats().requests == summary["succeeded"]

@@ -22,10 +22,19 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import ROOT, TEST_KEY, Cli, tiny_image, write_manifest
+from pipeline.config.models import Models
+from pipeline.task import Location, Task
+from tests.conftest import ROOT, SHIPPED_MODELS, TEST_KEY, Cli, tiny_image, write_manifest
 from tests.gateway.hostile import Hostile, Seen
 
-ESTIMATE = 0.011  # gpt-image-1, quality low, 1024x1024
+
+def estimate(folder: Path, case: str) -> float:
+    """What models.yaml expects a case's task to cost (gpt-image-1, low, 1024x1024, its
+    prompt and its one input included): what an answer without usable `usage` is priced at."""
+    task = Task(id=case, images=(folder / "in" / f"{case}.png",),
+                prompt=f"Put it on white [{case}]", where=Location(folder, 1), root=folder,
+                fields={"model": "gpt-image-1", "quality": "low", "size": "1024x1024"})
+    return Models.load(SHIPPED_MODELS).estimate(task)
 OK_USAGE_COST = (50 * 10.0 + 100 * 40.0) / 1_000_000  # the "ok" answer's usage, priced
 
 # case -> words of the failure reason (each a 200, or not: see NOT_PAID)
@@ -160,18 +169,22 @@ def test_bad_usage_is_ignored_and_noted_and_priced_at_the_estimate(
         hostile_run: HostileRun) -> None:
     out = hostile_run.folder / "out"
     lol = json.loads((out / "usage-lol.0.json").read_text())
-    assert (lol["usage"], lol["cost"]) == (None, ESTIMATE)
+    assert (lol["usage"], lol["cost"]) == (None, estimate(hostile_run.folder, "usage-lol"))
     assert lol["notes"] == ["usage ignored: str, not an object"]
     nan = json.loads((out / "usage-nan.0.json").read_text())
-    assert (nan["usage"], nan["cost"]) == (None, ESTIMATE)
+    assert (nan["usage"], nan["cost"]) == (None, estimate(hostile_run.folder, "usage-nan"))
     assert [n.split(" ignored")[0] for n in nan["notes"]] == [
         "usage.input_tokens", "usage.output_tokens"]
 
 
 def test_every_paid_answer_is_in_the_spend(hostile_run: HostileRun) -> None:
-    paid_bad = 2 * (len(FAILS) - len(NOT_PAID))
-    good_at_estimate = len(SUCCEEDS) - 2  # "ok" and "echo-key-200" are priced by usage
-    expected = OK_USAGE_COST + 10.0 / 1_000_000 + ESTIMATE * (good_at_estimate + paid_bad)
+    folder = hostile_run.folder
+    paid_bad = [case for case in FAILS if case not in NOT_PAID]  # each paid twice
+    # "ok" and "echo-key-200" are priced by usage
+    good_at_estimate = [case for case in SUCCEEDS if case not in ("ok", "echo-key-200")]
+    expected = (OK_USAGE_COST + 10.0 / 1_000_000
+                + sum(estimate(folder, case) for case in good_at_estimate)
+                + 2 * sum(estimate(folder, case) for case in paid_bad))
     assert hostile_run.summary["spent"] == round(expected, 4)
     status = hostile_run.cli("status", "job.yaml", "--json", env=hostile_run.env)
     assert json.loads(status.stdout)["spent"] == round(expected, 4)

@@ -129,7 +129,7 @@ def test_dry_run_and_validate_print_the_plan_and_send_nothing(tmp_path: Path, cl
                                             "--base-url", sim.base_url]):
         done = cli(*args)
         assert done.returncode == 0, done.stderr
-        assert "4 tasks (new 4)" in done.stdout and "estimated cost $0.04" in done.stdout
+        assert "4 tasks (new 4)" in done.stdout and "estimated cost $0.05" in done.stdout
     assert sim.stats().requests == 0
 
 

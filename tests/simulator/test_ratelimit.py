@@ -6,7 +6,7 @@ import aiohttp
 
 from pipeline.simulator.app import SimulatorOptions, running_simulator
 from pipeline.simulator.ratelimit import SlidingWindow
-from tests.simulator.test_simulator import AUTH, edit_form
+from tests.simulator.test_simulator import AUTH, KEY, edit_form
 
 
 class Clock:
@@ -56,7 +56,7 @@ def test_a_burst_fills_the_window_at_once_unlike_a_bucket_that_refills() -> None
 
 
 async def test_a_refused_request_gets_a_bare_429_as_the_relay_sends_it() -> None:
-    async with running_simulator(SimulatorOptions(rate_limit="1/min")) as sim, \
+    async with running_simulator(SimulatorOptions(rate_limit="1/min", api_key=KEY)) as sim, \
             aiohttp.ClientSession(headers=AUTH) as session:
         url = f"{sim.base_url}/images/edits"
         async with session.post(url, data=edit_form()) as first:

@@ -30,7 +30,7 @@ from pipeline.task import Location, Task
 from pipeline.views.report import assets_folder, write_report
 from pipeline.views.thumbnails import THUMB_PX
 from tests.browser import chromium
-from tests.conftest import ROOT, Cli, tiny_image, write_manifest
+from tests.conftest import ROOT, TEST_KEY, Cli, tiny_image, write_manifest
 
 MANIFEST = """
     version: 1
@@ -83,7 +83,8 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     manifest = write_manifest(folder, MANIFEST)
     cli = Cli(folder)
     faults = {"slogan": "moderation", "crimson": "drop"}
-    with SimulatorThread(SimulatorOptions.from_mapping({"fault_by_prompt": faults})) as sim:
+    with SimulatorThread(SimulatorOptions.from_mapping({"fault_by_prompt": faults,
+                                                             "api_key": TEST_KEY})) as sim:
         run = cli("run", manifest.name, "--base-url", sim.base_url, "--rate", "100/s",
                   "--retries", "1", "--quiet")
     assert run.returncode == 1, run.stderr  # 1: finished, some tasks failed

@@ -18,7 +18,7 @@ from pipeline.ledger.reviews import Reviews
 from pipeline.ledger.store import Ledger
 from pipeline.simulator.app import SimulatorOptions, SimulatorThread
 from tests.browser import chromium
-from tests.conftest import ROOT, Cli, write_manifest
+from tests.conftest import ROOT, TEST_KEY, Cli, write_manifest
 
 MANIFEST = """
     version: 1
@@ -93,7 +93,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         ignore=shutil.ignore_patterns("*.edited.*"))
     write_manifest(folder, MANIFEST)
     cli = Cli(folder)
-    options = SimulatorOptions.from_mapping({"fault_by_prompt": {"slogan": "moderation"}})
+    options = SimulatorOptions.from_mapping({"fault_by_prompt": {"slogan": "moderation"},
+                                             "api_key": TEST_KEY})
     with SimulatorThread(options) as sim:
         assert cli("run", "job.yaml", "--base-url", sim.base_url, "--quiet").returncode == 1
     with Ledger.open(folder / "job.ledger.sqlite") as book:

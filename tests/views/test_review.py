@@ -20,7 +20,7 @@ from aiohttp import web
 
 from pipeline.simulator.app import SimulatorOptions, SimulatorThread
 from pipeline.views.review import Session, make_app, open_review
-from tests.conftest import ROOT, Cli, wait_until, write_manifest
+from tests.conftest import ROOT, TEST_KEY, Cli, wait_until, write_manifest
 
 MANIFEST = """
     version: 1
@@ -51,7 +51,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(ROOT / "jobs" / sub, folder / sub,
                         ignore=shutil.ignore_patterns("*.edited.*"))
     write_manifest(folder, MANIFEST)
-    options = SimulatorOptions.from_mapping({"fault_by_prompt": {"slogan": "moderation"}})
+    options = SimulatorOptions.from_mapping({"fault_by_prompt": {"slogan": "moderation"},
+                                             "api_key": TEST_KEY})
     with SimulatorThread(options) as sim:
         done = Cli(folder)("run", "job.yaml", "--base-url", sim.base_url, "--quiet")
     assert done.returncode == 1, done.stderr  # the soap is refused

@@ -23,7 +23,7 @@ from PIL import Image
 
 from pipeline.simulator.app import SimulatorOptions, SimulatorThread
 from tests.browser import webdriver
-from tests.conftest import ROOT, Cli, wait_until, write_manifest
+from tests.conftest import ROOT, TEST_KEY, Cli, wait_until, write_manifest
 
 MANIFEST = """
     version: 1
@@ -55,7 +55,7 @@ def reviewed(tmp_path: Path) -> Iterator[tuple[Path, Cli, SimulatorThread]]:
                         ignore=shutil.ignore_patterns("*.edited.*"))
     write_manifest(tmp_path, MANIFEST)
     cli = Cli(tmp_path)
-    with SimulatorThread(SimulatorOptions()) as sim:
+    with SimulatorThread(SimulatorOptions(api_key=TEST_KEY)) as sim:
         done = cli("run", "job.yaml", "--base-url", sim.base_url, "--quiet")
         assert done.returncode == 0, done.stderr
         yield tmp_path, cli, sim
