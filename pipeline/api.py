@@ -108,6 +108,7 @@ class Summary:
     reprocess: str | None  # the command that sends the failures again
     ledger: Path
     warnings: tuple[str, ...]
+    notes: tuple[str, ...]  # a model's route switched, or a model stopped, during the run
     # Keys of the CLI's summary this version does not name yet: kept, never dropped.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -122,7 +123,7 @@ class Summary:
         values.update(manifest=Path(data["manifest"]), ledger=Path(data["ledger"]),
                       failures=tuple(Failure(f["id"], f["reason"]) for f in data["failures"]),
                       outputs=tuple(Path(p) for p in data["outputs"]),
-                      warnings=tuple(data["warnings"]))
+                      warnings=tuple(data["warnings"]), notes=tuple(data.get("notes", ())))
         return cls(**values, extra={k: v for k, v in data.items() if k not in names})
 
 
@@ -139,6 +140,7 @@ class Validation:
     left_out: int
     estimate: float  # USD, from config/models.yaml prices
     warnings: tuple[str, ...]
+    defaults_left_out: tuple[str, ...]  # per model: fields of `defaults` it does not take
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,8 @@ def validate(manifest: PathLike, **options: Unpack[Options]) -> Validation:
 
     planned = runner.check(_options(manifest, dry_run=True, **options)).summary()
     return Validation(**{**planned, "manifest": Path(planned["manifest"]),
-                         "warnings": tuple(planned["warnings"])})
+                         "warnings": tuple(planned["warnings"]),
+                         "defaults_left_out": tuple(planned["defaults_left_out"])})
 
 
 def status(manifest: PathLike, *, ledger: PathLike | None = None,

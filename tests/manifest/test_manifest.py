@@ -445,7 +445,12 @@ def test_models_make_one_task_per_model(tmp_path: Path, models: Models) -> None:
     ]
     assert tasks[0].output_path(0, "png") == tmp_path / "shoes/a.gpt-image-1.edited.png"
     assert tasks[5].output_path(0, "png") == tmp_path / "compare/hero@gemini-2.5-flash-image.png"
-    assert all(t.fields["quality"] == "auto" for t in tasks)
+    # Defaults apply per model: a default the model does not take is left out of its task.
+    for task in tasks:
+        if task.model.startswith("gemini"):
+            assert "quality" not in task.fields and task.left_out == ("quality",)
+        else:
+            assert task.fields["quality"] == "auto" and task.left_out == ()
     report = check_all(manifest, models)
     assert report.by_model == {"gpt-image-1": 3, "gemini-2.5-flash-image": 3,
                                "gpt-image-1-mini": 1}
