@@ -12,9 +12,10 @@
         │   └── OutcomeUnknown     upload done, answer lost (read timeout, dropped
         │                          connection): the gateway may have billed it
         ├── StatusError            an HTTP error answer, with the gateway's type/code/message
-        └── BadResponse            a 200 whose body is unreadable or whose bytes are no image
-            └── RouteUnfit         a 200 shaped for another route: this route cannot serve
-                                   the model (the relay answered it some other way)
+        ├── BadResponse            a 200 whose body is unreadable or whose bytes are no image
+        │   └── RouteUnfit         a 200 shaped for another route: this route cannot serve
+        │                          the model (the relay answered it some other way)
+        └── PrepareFailed          never sent: an input could not be prepared for upload
 
 Whether a RequestError is retried, terminal or fatal is decided in gateway/classify.py,
 never here: these classes only describe what happened.
@@ -49,11 +50,18 @@ class InputError(ImgeditError):
 
 
 class ManifestError(InputError):
+    """`problems` holds every one; the message shows the first SHOWN, then a count."""
+
+    SHOWN = 20  # a screenful: 184 lines of the same mistake help nobody
+
     def __init__(self, problems: list[Problem]):
         self.problems = problems
-        lines = "\n".join(f"  {p}" for p in problems)
+        lines = [f"  {p}" for p in problems[: self.SHOWN]]
+        if len(problems) > self.SHOWN:
+            lines.append(f"  ... and {len(problems) - self.SHOWN} more (`imgedit validate "
+                         "MANIFEST --json` lists every one)")
         noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{len(problems)} {noun} found; nothing was sent:\n{lines}")
+        super().__init__(f"{len(problems)} {noun} found; nothing was sent:\n" + "\n".join(lines))
 
 
 class ConfigError(InputError):
@@ -101,6 +109,18 @@ class RouteUnfit(BadResponse):
     Sending it again on the same route would pay again for the same useless answer."""
 
     kind = "route_unfit"
+
+
+class PrepareFailed(RequestError):
+    """An input could not be prepared (`prepare:`), or the prepared file breaks the model's
+    limits: nothing was sent. `terminal`: the same input would fail the same way (a file
+    that does not decode, a limit); not so when the disk refused the prepared file."""
+
+    kind = "prepare"
+
+    def __init__(self, message: str, *, terminal: bool = True):
+        super().__init__(message)
+        self.terminal = terminal
 
 
 class StatusError(RequestError):

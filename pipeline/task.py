@@ -41,13 +41,30 @@ class State(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Location:
-    """Where something was written: a file and a 1-based line (0 = unknown)."""
+    """Where something was written: a file, a 1-based line and column (0 = unknown)."""
 
     file: Path
     line: int = 0
+    column: int = 0  # only YAML syntax errors know it; editors jump to file:line:column
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else str(self.file)
+        if not self.line:
+            return str(self.file)
+        column = f":{self.column}" if self.column else ""
+        return f"{self.file}:{self.line}{column}"
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """How inputs are converted before upload (`prepare:` in a manifest)."""
+
+    max_side: int | None = None  # longest side in pixels; larger images are scaled down
+    format: str | None = None  # "png" or "jpeg"; None keeps PNG and JPEG as they are
+    quality: int = 90  # JPEG quality
+
+    def key(self) -> str:
+        """The settings as text: part of the fingerprint and of the cache's file names."""
+        return f"side={self.max_side or 0},format={self.format or 'same'},q={self.quality}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,7 @@ class Task:
     placeholders: Mapping[str, str] = field(default_factory=dict)
     route: str = "images"  # how its edit travels: images, chat or gemini (config/routes.py)
     left_out: tuple[str, ...] = ()  # fields of `defaults` its model does not take
+    prepare: Prepare | None = None  # convert inputs before upload (run/prepare.py)
 
     @property
     def model(self) -> str:

@@ -27,7 +27,7 @@ from pipeline.config.takes import refusal
 from pipeline.errors import ConfigError
 from pipeline.task import REQUEST_FIELDS, Task
 
-MB = 1024 * 1024
+MB = 1024 * 1024  # sizes are MiB, and said so
 # OpenAI's edits reference: the mask "must be a valid PNG file, less than 4MB, and have
 # the same dimensions as image". A model may say otherwise with `mask_max_mb`.
 MASK_MAX_MB = 4.0
@@ -336,8 +336,9 @@ def _image_problems(
                 problems.append((where, f"cannot read {path}"))
             continue
         if found.size > spec.max_image_mb * MB:
-            problems.append((where, f"{path} is {found.size / MB:.1f} MB; {name} takes at "
-                                    f"most {spec.max_image_mb:g} MB: shrink it"))
+            problems.append((where, f"{path} is {found.size / MB:.1f} MiB; {name} takes at "
+                                    f"most {spec.max_image_mb:g} MiB: shrink it (or "
+                                    "prepare: {max_side: 2048})"))
         if found.format not in spec.formats:
             problems.append((where, f"{path} is {found.format or 'no known image format'}; "
                                     f"{name} takes {'/'.join(spec.formats)}: convert it"))
@@ -363,8 +364,8 @@ def _mask_problems(
                                  "mask must be a PNG with transparency: convert it"))
         return problems
     if found.size > spec.mask_max_mb * MB:
-        problems.append(("mask", f"{mask} is {found.size / MB:.1f} MB; a mask for "
-                                 f"{spec.name} must be under {spec.mask_max_mb:g} MB"))
+        problems.append(("mask", f"{mask} is {found.size / MB:.1f} MiB; a mask for "
+                                 f"{spec.name} must be under {spec.mask_max_mb:g} MiB"))
     shape = image_shape(mask)
     first = image_shape(task.images[0]) if task.images else None
     if shape is not None and not shape.alpha:

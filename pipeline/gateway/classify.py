@@ -16,7 +16,14 @@ from __future__ import annotations
 import enum
 import re
 
-from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, RouteUnfit, StatusError
+from pipeline.errors import (
+    BadResponse,
+    OutcomeUnknown,
+    PrepareFailed,
+    RequestError,
+    RouteUnfit,
+    StatusError,
+)
 
 
 class Verdict(enum.StrEnum):
@@ -81,6 +88,8 @@ def classify(exc: RequestError) -> Verdict:
     if isinstance(exc, BadResponse):
         # A paid answer we cannot use: one more try, not the whole budget of them.
         return Verdict.TERMINAL if exc.repeated else Verdict.RETRY
+    if isinstance(exc, PrepareFailed):  # never sent: a limit or a broken file stays so
+        return Verdict.TERMINAL if exc.terminal else Verdict.RETRY
     if not isinstance(exc, StatusError):
         return Verdict.RETRY  # ConnectError
     found = codes(exc)

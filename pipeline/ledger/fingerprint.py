@@ -1,9 +1,9 @@
 """Fingerprints: what a task asks for, as one hash, so a finished task is never paid for twice.
 
 Owns the fingerprint of a task (model, its configured route, prompt, request
-fields, and the content hashes of its inputs and mask, in order), the content
-hash of a file behind a (path, size, mtime) cache, and the Idempotency-Key a
-task sends on every attempt.
+fields, the content hashes of its inputs and mask, in order, and its `prepare:`
+settings), the content hash of a file behind a (path, size, mtime) cache, and
+the Idempotency-Key a task sends on every attempt.
 
 It must never hash paths (moving an identical file is not a change) or the
 output template (where a result goes is not what was asked), and never re-read
@@ -90,6 +90,8 @@ def fingerprint(task: Task, hashes: HashCache) -> str:
         "images": [content_hash(p, hashes) for p in task.images],  # order matters: image[0]
         "mask": content_hash(task.mask, hashes) if task.mask is not None else None,
     }
+    if task.prepare is not None:  # only when set: every other task keeps its fingerprint
+        canonical["prepare"] = task.prepare.key()
     text = json.dumps(
         canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
     )

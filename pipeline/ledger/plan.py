@@ -80,6 +80,8 @@ class Plan:
     # Failed or unknown tasks the flags leave unsent (not those --only leaves out): the
     # run must not exit 0 while they lack outputs.
     held: int = 0
+    # Tasks --only or --limit did not pick: neither done nor held, just not this run's.
+    left_out: int = 0
     # Output folder -> rough bytes this run will write there (checked before sending).
     room: Counter[str] = field(default_factory=Counter)
 
@@ -248,11 +250,13 @@ def select(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
     for task, fp, category in walked:
         plan.categories[category.value] += 1
         if not selection.wants(task, category):
-            if category in (Category.FAILED, Category.UNKNOWN) and (
-                    not selection.only or task.id in selection.only):
+            if selection.only and task.id not in selection.only:
+                plan.left_out += 1
+            elif category in (Category.FAILED, Category.UNKNOWN):
                 plan.held += 1
             continue
         if selection.limit is not None and plan.to_send >= selection.limit:
+            plan.left_out += 1
             continue
         plan.to_send += 1
         plan.estimate += estimate(task)

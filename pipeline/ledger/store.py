@@ -330,6 +330,12 @@ class Ledger(Claims, FileHashes):
             for r in rows
         ]
 
+    def paid_providers(self) -> set[str]:
+        """Names of the providers whose runs recorded money."""
+        rows = self._db.execute("SELECT DISTINCT json_extract(options, '$.provider') FROM runs"
+                                " WHERE cost > 0").fetchall()
+        return {str(r[0]) for r in rows if r[0] is not None}
+
     def spent(self, run_id: int | None = None) -> float:
         """USD recorded by mark_succeeded: in one run, or in every run of this ledger."""
         if run_id is None:

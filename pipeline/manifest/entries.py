@@ -8,9 +8,8 @@ must: ids are counted only when a derived id could repeat.
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,70 +18,18 @@ from typing import Any
 from pipeline.config.models import Models
 from pipeline.config.routes import Routing
 from pipeline.errors import Problem
-from pipeline.manifest import csvsource, globsource
+from pipeline.manifest import compare, csvsource, globsource, prepared
+from pipeline.manifest.values import INTS, as_list, check_value, did_you_mean, has_placeholders
 from pipeline.manifest.yamlpos import LineMap
-from pipeline.task import IMAGE_FORMATS, REQUEST_FIELDS, Location, Task
+from pipeline.task import REQUEST_FIELDS, Location, Prepare, Task
 
 DEFAULT_OUTPUT = "{dir}/{stem}.edited.{ext}"
-TASK_KEYS = ("id", "images", "mask", "prompt", "output", *REQUEST_FIELDS, "glob", "csv")
+TASK_KEYS = ("id", "images", "mask", "prompt", "output", *REQUEST_FIELDS, "models", "prepare",
+             "glob", "exclude", "csv")
 # Keys whose text a csv row fills; `output` keeps its placeholders for Task.output_path.
 CSV_FILLED = ("images", "mask", "prompt", *REQUEST_FIELDS)
 # Without these an entry cannot become tasks at all; other bad values are left out and reported.
-_STRUCTURAL = ("images", "mask", "glob", "csv")
-_CHOICES = {
-    "background": ("transparent", "opaque", "auto"),
-    "output_format": tuple(IMAGE_FORMATS),
-    "input_fidelity": ("high", "low"),
-    "response_format": ("url", "b64_json"),
-}
-_INTS = {"n": (1, 10), "output_compression": (0, 100)}
-_SIZE = re.compile(r"^(\d+x\d+|auto)$")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_value(key: str, value: Any) -> str | None:
-    """What is wrong with one task or defaults value, or None. Says what is accepted."""
-    if key in _INTS:
-        low, high = _INTS[key]
-        if not _is_int(value) or not low <= value <= high:
-            return f"{value!r} must be a whole number from {low} to {high}"
-    elif key in _CHOICES:
-        if value not in _CHOICES[key]:
-            return f"{value!r} is not one of: {', '.join(_CHOICES[key])}"
-    elif key == "size":
-        if not isinstance(value, str) or not _SIZE.match(value):
-            return f"{value!r} is not like 1024x1024 or auto"
-    elif key == "images":
-        items = value if isinstance(value, list) else [value]
-        if not items or not all(isinstance(v, str) and v.strip() for v in items):
-            return "expected a file name or a list of file names"
-    elif not ((isinstance(value, str) and value.strip()) or (key == "id" and _is_int(value))):
-        return f"expected text, got {value!r}"
-    return None
-
-
-def did_you_mean(key: Any, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(key), known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-    return f"unknown key {str(key)!r}; {hint}"
-
-
-def has_placeholders(value: Any) -> bool:
-    try:
-        return isinstance(value, str) and bool(csvsource.placeholders(value))
-    except ValueError:
-        return False
-
-
-def as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-
-
+_STRUCTURAL = ("images", "mask", "glob", "exclude", "csv", "models")
 @dataclass(frozen=True)
 class Entry:
     """One item of `tasks:` with defaults merged in; glob and csv entries stand for many tasks."""
@@ -113,17 +60,10 @@ def parse_entry(index: int, raw: Any, where: Location, defaults: Mapping[str, An
     kind = "glob" if "glob" in raw else "csv" if "csv" in raw else "task"
     lines = {**default_lines, **{str(k): raw.line_of(k) for k in raw}}
     entry = Entry(index, where, kind, {}, lines)
-    problems: list[Problem] = []
-    values = dict(defaults)
-    for key, value in raw.items():
-        if key not in TASK_KEYS:
-            problems.append(Problem(entry.at(str(key)), entry.name(str(key)),
-                                    did_you_mean(key, TASK_KEYS)))
-        else:
-            values[key] = value
-    if "glob" in raw and "csv" in raw:
-        problems.append(Problem(entry.at("csv"), entry.name("csv"),
-                                "an entry takes glob or csv, not both: split it in two"))
+    problems = [Problem(entry.at(str(key)), entry.name(str(key)), did_you_mean(key, TASK_KEYS))
+                for key in raw if key not in TASK_KEYS]
+    values = compare.settle(defaults, {k: v for k, v in raw.items() if k in TASK_KEYS})
+    problems += _combination_problems(entry, raw, values)
     broken = False
     for key, value in list(values.items()):
         if kind == "csv" and key in CSV_FILLED and any(map(has_placeholders, as_list(value))):
@@ -142,6 +82,9 @@ def parse_entry(index: int, raw: Any, where: Location, defaults: Mapping[str, An
         hint = "e.g. images: 'catalog/{sku}.jpg'" if kind == "csv" else "the file(s) to edit"
         problems.append(Problem(where, entry.name("images"), f"missing: give {hint}"))
         broken = True
+    if compare.names(values):
+        lines["model"] = lines.get("models", where.line)  # a model's problem points at models:
+        values.setdefault("output", compare.DEFAULT_OUTPUT)
     if "id" in values:
         values["id"] = str(values["id"])
         if kind == "glob" and (wrong := _glob_id_problem(values["id"])):
@@ -150,6 +93,23 @@ def parse_entry(index: int, raw: Any, where: Location, defaults: Mapping[str, An
     return Entry(index, where, kind, values, lines, tuple(problems),
                  expandable=not broken and not ("glob" in raw and "csv" in raw),
                  own=frozenset(map(str, raw)))
+
+
+def _combination_problems(entry: Entry, raw: LineMap, values: Mapping[str, Any]) -> list[Problem]:
+    """Keys that do not go together."""
+    found = []
+    if "glob" in raw and "csv" in raw:
+        found.append((entry.at("csv"), entry.name("csv"),
+                      "an entry takes glob or csv, not both: split it in two"))
+    if "exclude" in raw and "glob" not in raw:
+        found.append((entry.at("exclude"), entry.name("exclude"),
+                      "exclude leaves files out of a glob: this entry has no glob"))
+    if compare.both_given(raw):
+        found.append((entry.at("models"), entry.name("models"),
+                      "give model or models, not both"))
+    if compare.names(values) and (wrong := compare.output_problem(values.get("output"))):
+        found.append((entry.at("output"), entry.name("output"), wrong))
+    return [Problem(*f) for f in found]
 
 
 def _glob_id_problem(template: str) -> str | None:
@@ -173,6 +133,7 @@ class Made:
     problems: tuple[Problem, ...] = ()
     origin: Location | None = None  # the csv row a task came from
     matched: bool = False  # the first image came from the entry's glob
+    warning: Problem | None = None  # worth saying, but not wrong: a glob that matched nothing
 
 
 class _Ids:
@@ -210,7 +171,7 @@ def expand(entries: tuple[Entry, ...], root: Path, default_model: str,
         elif entry.kind == "csv":
             yield from _csv_tasks(build, entry)
         else:
-            yield build(entry, entry.values)
+            yield from build.each(entry, entry.values)
 
 
 def resolve(root: Path, name: str) -> Path:
@@ -249,9 +210,27 @@ class _Builder:
             del fields[key]
         return fields, left_out
 
+    def each(self, entry: Entry, values: Mapping[str, Any], first: Path | None = None,
+             columns: Mapping[str, str] | None = None,
+             origin: Location | None = None) -> Iterator[Made]:
+        """The task, or with `models:` one task per model, each built as if alone."""
+        models = compare.names(values)
+        if not models:
+            yield self(entry, values, first, columns, origin)
+            return
+        base: str | None = None  # one id per source, then one suffix per model
+        for model in models:
+            made = self(entry, {**values, "model": model}, first, columns, origin, base)
+            if made.task is None:
+                yield made
+                continue
+            base = base or made.task.id
+            task = dataclasses.replace(made.task, id=compare.task_id(base, model))
+            yield dataclasses.replace(made, task=task)
+
     def __call__(self, entry: Entry, values: Mapping[str, Any], first: Path | None = None,
                  columns: Mapping[str, str] | None = None,
-                 origin: Location | None = None) -> Made:
+                 origin: Location | None = None, known_id: str | None = None) -> Made:
         root = self.root
         images = ((first,) if first else ()) + tuple(resolve(root, s) for s in
                                                      as_list(values.get("images")))
@@ -261,7 +240,9 @@ class _Builder:
         placeholders = {**(columns or {}), "dir": folder or ".", "stem": Path(name).stem}
         problems: tuple[Problem, ...] = ()
         given = values.get("id")
-        if given is None:
+        if known_id is not None:
+            task_id = known_id
+        elif given is None:
             task_id = self.ids.derive(rel)
         elif entry.kind == "task":
             task_id = str(given)
@@ -272,28 +253,33 @@ class _Builder:
                              for col in empty)
         fields, left_out = self.fields(entry, values)
         route = self.routing.route(str(fields["model"])) if self.routing else "images"
+        placeholders = {"model": str(fields["model"]), **placeholders}
+        prepare = prepared.parse(values["prepare"]) if "prepare" in values else None
         task = Task(id=task_id, images=images, prompt=str(values.get("prompt") or ""),
                     where=entry.where, root=root, mask=mask, fields=fields,
                     output=str(values.get("output") or DEFAULT_OUTPUT),
-                    placeholders=placeholders, route=route, left_out=left_out)
+                    placeholders=placeholders, route=route, left_out=left_out,
+                    prepare=prepare if isinstance(prepare, Prepare) else None)
         return Made(entry, task, problems, origin, first is not None)
 
 
 def _glob_tasks(build: _Builder, entry: Entry) -> Iterator[Made]:
-    pattern = str(entry.values["glob"])
+    patterns = as_list(entry.values["glob"])
     outputs = globsource.outputs_pattern(str(entry.values.get("output") or DEFAULT_OUTPUT))
     found = False
-    for path in globsource.matches(build.root, pattern):
+    for path in globsource.matches_any(build.root, patterns, as_list(entry.values.get("exclude"))):
         if build.ours is not None and build.ours(path):
             continue  # written (or being written) by imgedit: the ledger says so
         if globsource.is_earlier_output(path, relative(build.root, path), outputs):
             continue  # an earlier run's result, not a new input
         found = True
-        yield build(entry, entry.values, first=path)
+        yield from build.each(entry, entry.values, first=path)
     if not found:
-        message = f"{pattern!r} matches no files under {build.root}: check the pattern"
-        problem = Problem(entry.at("glob"), entry.name("glob"), message)
-        yield Made(entry, None, (problem,))
+        # A nightly `incoming/*.jpg` on a quiet night: nothing to do is not an error.
+        shown = ", ".join(map(repr, patterns))
+        warning = Problem(entry.at("glob"), entry.name("glob"),
+                          f"{shown} matches no files under {build.root}: nothing to do here")
+        yield Made(entry, None, warning=warning)
 
 
 def os_reason(exc: OSError, path: Path) -> str:
@@ -327,7 +313,7 @@ def _csv_rows(build: _Builder, entry: Entry, path: Path) -> Iterator[Made]:
         if problems:
             yield Made(entry, None, tuple(problems), origin)
         else:
-            yield build(entry, values, columns=row.values, origin=origin)
+            yield from build.each(entry, values, columns=row.values, origin=origin)
 
 
 def _missing_columns(entry: Entry, path: Path, columns: list[str]) -> list[Problem]:
@@ -369,7 +355,7 @@ def _fill_row(entry: Entry, row: csvsource.Row,
             problems += [Problem(origin, entry.name(key), f"column {col!r} is empty in this "
                                  f"row, and {key} uses {{{col}}}: fill the cell") for col in empty]
         value: Any = filled if isinstance(raw, list) else filled[0]
-        if key in _INTS and isinstance(value, str) and value.strip().isdigit():
+        if key in INTS and isinstance(value, str) and value.strip().isdigit():
             value = int(value)
         wrong = None if problems else check_value(key, value)
         if wrong:

@@ -3,12 +3,17 @@
 Owns matching `catalog/**/*.jpg` against the file tree: `*`, `?` and `[...]`
 within one folder name, `**` for any depth of folders, names starting with a
 dot only when the pattern says so (macOS's `._shirt.jpg` is not an image).
+A file's extension matches whatever its case, and `.jpg` and `.jpeg` are one
+format under two spellings: `*.jpg` takes `DSC_0042.JPG` and `shot.jpeg`
+(cameras write `.JPG`, other tools `.jpeg`; the content is checked anyway).
+Several patterns merge into one sorted stream; `exclude` patterns leave files out.
 The order equals `sorted()` over the matched paths, yet only one folder's
 listing is held at a time. It never reads files and never builds tasks.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import re
 import string
@@ -18,9 +23,23 @@ from pathlib import Path
 _MAGIC = re.compile(r"[*?[]")
 
 
-def _segment(pattern: str) -> str:
-    """Regex for one path segment; a leading dot must be written to be matched."""
-    out = [] if pattern.startswith(".") else [r"(?!\.)"]
+_JPEG = r"(?i:jpe?g)"
+
+
+def _segment(pattern: str, last: bool = False) -> str:
+    """Regex for one path segment; a leading dot must be written to be matched.
+    In the last segment, the extension matches in any case (jpg and jpeg alike)."""
+    guard = "" if pattern.startswith(".") else r"(?!\.)"
+    stem, dot, ext = pattern.rpartition(".")
+    if not (last and dot and stem and "]" not in ext):
+        return guard + _chars(pattern)
+    ext_regex = _JPEG if ext.lower() in ("jpg", "jpeg") else f"(?i:{_chars(ext)})"
+    return guard + _chars(stem) + r"\." + ext_regex
+
+
+def _chars(pattern: str) -> str:
+    """`*`, `?` and `[...]` within one segment, everything else literal."""
+    out = []
     i = 0
     while i < len(pattern):
         char = pattern[i]
@@ -45,8 +64,35 @@ def _regex(parts: list[str]) -> re.Pattern[str]:
         if part == "**":
             pieces.append(r"(?:(?!\.)[^/]+/)*" + ("" if i < last else r"(?!\.)[^/]+"))
         else:
-            pieces.append(_segment(part) + ("/" if i < last else ""))
+            pieces.append(_segment(part, i == last) + ("/" if i < last else ""))
     return re.compile("".join(pieces))
+
+
+def matches_any(root: Path, patterns: list[str], exclude: list[str]) -> Iterator[Path]:
+    """Files matching any of `patterns` and none of `exclude`, sorted, each once.
+
+    An exclude pattern without a `/` is matched against the file name in any folder
+    (`*-mask.png`); with one, against the path relative to `root` (`old/**`).
+    """
+    by_name: list[re.Pattern[str]] = []
+    by_path: list[re.Pattern[str]] = []
+    for pattern in exclude:
+        parts = [p for p in pattern.replace("\\", "/").split("/") if p not in ("", ".")]
+        if parts and parts[-1] == "**":
+            parts.append("*")  # `old/**` leaves out everything under old/
+        (by_path if len(parts) > 1 else by_name).append(_regex(parts or ["*"]))
+    previous = None
+    for path in heapq.merge(*(matches(root, p) for p in patterns)):
+        if path == previous:
+            continue  # two patterns matched the same file: one task
+        previous = path
+        if any(r.fullmatch(path.name) for r in by_name):
+            continue
+        if by_path:
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            if any(r.fullmatch(rel) for r in by_path):
+                continue
+        yield path
 
 
 def matches(root: Path, pattern: str) -> Iterator[Path]:

@@ -119,6 +119,11 @@ def _decoded(data: bytes, fmt: str) -> str:
     return problem or OK
 
 
+def preparable(message: str) -> bool:
+    """A problem `prepare:` converts away: pixels the API does not take, a misleading name."""
+    return any(words in message for words in _NOT_TAKEN.values()) or " named ." in message
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISFIFO(mode):
         return "a FIFO (named pipe)"

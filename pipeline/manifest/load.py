@@ -22,14 +22,15 @@ from pipeline.config.models import Models
 from pipeline.config.routes import Routing
 from pipeline.config.settings import parse_rate
 from pipeline.errors import ManifestError, Problem
-from pipeline.manifest import entries, yamlpos
-from pipeline.manifest.entries import Entry, Made, check_value, did_you_mean, has_placeholders
+from pipeline.manifest import compare, entries, yamlpos
+from pipeline.manifest.entries import Entry, Made
+from pipeline.manifest.values import check_value, did_you_mean, has_placeholders
 from pipeline.manifest.yamlpos import LineMap
 from pipeline.task import REQUEST_FIELDS, Location, Task
 
 VERSION = 1
 TOP_KEYS = ("version", "provider", "defaults", "limits", "tasks", "allow_outside")
-DEFAULT_KEYS = (*REQUEST_FIELDS, "prompt", "output")
+DEFAULT_KEYS = (*REQUEST_FIELDS, "prompt", "output", "models", "prepare")
 LIMIT_KEYS = ("concurrency", "rate", "retries", "timeout", "batch")
 
 
@@ -58,9 +59,10 @@ class Manifest:
         Raises ManifestError at the first problem: run check_all first to see them all.
         """
         for made in self.expand():
-            if made.problems or made.task is None:
+            if made.problems:
                 raise ManifestError(list(made.problems))
-            yield made.task
+            if made.task is not None:  # None with no problem: a warning, not a task
+                yield made.task
 
     def expand(self) -> Iterator[Made]:
         """Tasks, and the problems that kept some from being made, in manifest order."""
@@ -88,6 +90,9 @@ def load(path: Path, models: Models | None = None, *, default_model: str = "gpt-
     top = _check_top(path, data)
     defaults, default_lines, found = _section(path, data, "defaults", DEFAULT_KEYS)
     top += found
+    if compare.both_given(defaults):
+        top.append(Problem(Location(path, default_lines["models"]), "defaults.models",
+                           "give model or models, not both"))
     limits, _, found = _section(path, data, "limits", LIMIT_KEYS)
     top += found
     items = data.get("tasks")
@@ -121,7 +126,8 @@ def _read(path: Path) -> tuple[LineMap, list[Problem]]:
         message = f"not UTF-8 text ({exc.reason}): save it as UTF-8"
         raise ManifestError([Problem(whole, "manifest", message)]) from exc
     except yamlpos.YamlSyntaxError as exc:
-        problem = Problem(Location(path, exc.line), "yaml", f"not valid YAML: {exc.message}")
+        where = Location(path, exc.line, exc.column)
+        problem = Problem(where, "yaml", f"not valid YAML: {exc.message}")
         raise ManifestError([problem]) from exc
     if not isinstance(data, LineMap):
         message = "expected a mapping with version, defaults and tasks at the top"

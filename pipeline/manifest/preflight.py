@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config.models import FileFacts, Models
+from pipeline.config.models import FileFacts, Models, probe
 from pipeline.errors import ManifestError, Problem
+from pipeline.manifest import prepared
 from pipeline.manifest.entries import Made, os_reason
-from pipeline.manifest.inputs import InputCache, check_input
+from pipeline.manifest.inputs import InputCache, check_input, preparable
 from pipeline.task import IMAGE_FORMATS, Location, Task
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class Checked:
     task: Task | None
     problems: tuple[Problem, ...]
     origin: Location | None = None  # the csv row the task came from
+    warning: Problem | None = None  # not wrong, but worth saying (a glob that found nothing)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class ValidationReport:
     cost: float  # USD estimate from models.yaml prices
     by_model: Mapping[str, int]  # tasks per model
     cost_by_model: Mapping[str, float]
+    warnings: tuple[Problem, ...] = ()
     # model -> (field of `defaults` its tasks left out, how many tasks): "Defaults are defaults"
     left_out: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
@@ -74,7 +77,7 @@ def validate(manifest: Manifest, models: Models,
     for made in manifest.expand():
         task = made.task
         if task is None:
-            yield Checked(None, made.problems, made.origin)
+            yield Checked(None, made.problems, made.origin, made.warning)
             continue
         problems = list(made.problems)
         facts: dict[Path, FileFacts] = {}
@@ -83,8 +86,12 @@ def validate(manifest: Manifest, models: Models,
             if key != "glob" and ours is not None and ours(path):
                 found = (f"{path} is a result imgedit wrote for this manifest, not an input:"
                          " copy it elsewhere to edit it again")
+            if isinstance(found, str) and task.prepare is not None and preparable(found):
+                found = probe(path)  # CMYK, 16-bit, a wrong name: what prepare makes counts
             if isinstance(found, str):
                 problems.append(Problem(made.entry.at(key), made.entry.name(key), found))
+            elif task.prepare is not None:  # the model gets the prepared file, not this one
+                facts[path] = prepared.facts(found, task.prepare, mask=key == "mask")
             else:
                 facts[path] = found
         for name, message in models.check(task, facts):
@@ -113,10 +120,13 @@ def check_all(
     cost_by_model: dict[str, float] = {}
     left_out: dict[str, Counter[str]] = {}
     images = outputs = 0
+    warnings: list[Problem] = []
     for problem in manifest.problems:
         found.add(problem, "")
     for checked in validate(manifest, models, known):
         task = checked.task
+        if checked.warning is not None:
+            warnings.append(checked.warning)
         for problem in checked.problems:
             found.add(problem, _label(task, checked.origin))
         if task is None or checked.problems:
@@ -133,7 +143,7 @@ def check_all(
         raise ManifestError(found.result(manifest.path))
     return ValidationReport(tasks=sum(by_model.values()), images=images, outputs=outputs,
                             cost=sum(cost_by_model.values()), by_model=dict(by_model),
-                            cost_by_model=cost_by_model,
+                            cost_by_model=cost_by_model, warnings=tuple(warnings),
                             left_out={m: dict(c) for m, c in left_out.items()})
 
 

@@ -51,12 +51,31 @@ class Duplicate:
 
 
 class YamlSyntaxError(Exception):
-    """The text is not YAML. `line` is 1-based (0 when PyYAML gave no mark)."""
+    """The text is not YAML. `line` and `column` are 1-based (0 when PyYAML gave no mark)."""
 
-    def __init__(self, message: str, line: int):
+    def __init__(self, message: str, line: int, column: int = 0):
         super().__init__(message)
         self.message = message
         self.line = line
+        self.column = column
+
+
+# PyYAML's words for the mistakes people make most, and what to do about each.
+_HINTS = (
+    ("found character '\\t'", "YAML does not allow tabs for indentation; use spaces"),
+    ("mapping values are not allowed", "a value that contains ': ' must be quoted (prompt: "
+     "\"Recolor: navy\"), or a line here is missing its ':' or is indented wrong"),
+    ("while scanning a quoted scalar", "a quote opened here is never closed"),
+    ("found undefined alias", "text that starts with * must be quoted"),
+    ("expected ',' or ']'", "a [list] is not closed with ]"),
+    ("expected ',' or '}'", "a {mapping} is not closed with }"),
+    ("expected <block end>", "this line is indented differently from the lines above it"),
+    ("that cannot start any token", "text that starts with @, ` or % must be quoted"),
+)
+
+
+def _hint(text: str) -> str | None:
+    return next((hint for words, hint in _HINTS if words in text), None)
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -102,8 +121,11 @@ def load(text: str) -> tuple[Any, list[Duplicate]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "not valid YAML"
-        context = f" ({exc.context})" if exc.context else ""
-        raise YamlSyntaxError(f"{problem}{context}", mark.line + 1 if mark else 0) from None
+        said = f"{problem} ({exc.context})" if exc.context else problem
+        hint = _hint(said)
+        message = f"{hint} (the parser says: {said})" if hint else said
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise YamlSyntaxError(message, line, column) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc), 0) from None
     finally:

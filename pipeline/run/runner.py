@@ -11,11 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import signal
 import sqlite3
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,14 +33,14 @@ from pipeline.config.settings import (
 )
 from pipeline.config.settings import resolve_settings as _resolve
 from pipeline.errors import BadResponse, ConfigError, InputError, RunAborted
-from pipeline.gateway.classify import codes
 from pipeline.ledger import store as ledger_mod
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
 from pipeline.manifest.preflight import ValidationReport, check_all
-from pipeline.run import batchmode, folders, redo, spool
+from pipeline.run import batchmode, console, folders, redo, spool
+from pipeline.run.batchstart import batcher_for
 from pipeline.run.pricing import pricer as _pricer
 from pipeline.task import Task
 from pipeline.views import summary
@@ -50,10 +48,9 @@ from pipeline.views.logs import event
 from pipeline.views.tally import Tally
 
 if TYPE_CHECKING:  # sending's modules are imported by _send: validate never loads aiohttp
-    import anyio
 
     from pipeline.run.batch import Batcher
-    from pipeline.run.scheduler import Scheduler, Stop
+    from pipeline.run.scheduler import Stop
 
 EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -72,7 +69,42 @@ class RunOptions:
     json: bool = False
     quiet: bool = False
     prompt_suffix: str | None = None  # --prompt-suffix, with --redo-rejected
+    signals: bool = True  # watch SIGINT/SIGTERM (the CLI); a library call leaves them alone
     wait: bool = False  # --wait: poll until every provider batch has ended (batch mode)
+
+    @property
+    def repeat(self) -> tuple[str, ...]:
+        """The flags a printed `imgedit run ... --only-failed` must carry to mean this run."""
+        given = (("--provider", self.provider), ("--base-url", self.base_url),
+                 ("--config", self.config), ("--ledger", self.ledger))
+        return tuple(part for flag, value in given if value for part in (flag, str(value)))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run came to: its exit code and the summary `--json` prints."""
+
+    code: int
+    summary: dict[str, Any]
+    fatal: Exception | None = None  # the gateway's answer that aborted the run (exit 3)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What validate (or --dry-run) found: the plan, and warnings worth saying."""
+
+    job: Job
+    plan: Plan
+    report: ValidationReport
+
+    def summary(self) -> dict[str, Any]:
+        """What `validate --json` prints."""
+        provider = self.job.provider
+        return summary.plan_dict(self.job.manifest.path, self.plan, _warnings(self.report),
+                                 endpoint=summary.endpoint(provider.name, provider.base_url),
+                                 simulated=simulated(provider),
+                                 left_out=self.report.left_out_lines(),
+                                 batch_prices=self.job.settings.batch)
 
 
 @dataclass
@@ -128,7 +160,8 @@ def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
 
 def _check(job: Job, ledger: Ledger) -> ValidationReport:
     """Every file, id, output and model limit; raises ManifestError with all problems.
-    From here on no glob takes a file of ours (known to this ledger) for an input."""
+    From here on no glob takes a file of ours (known to this ledger) for an input.
+    Returns the warnings (a glob that matched nothing)."""
     job.manifest = dataclasses.replace(job.manifest, ours=ledger.is_ours)
     report = check_all(job.manifest, job.models, known=ledger)
     if job.settings.batch and not job.provider.batch:
@@ -138,13 +171,61 @@ def _check(job: Job, ledger: Ledger) -> ValidationReport:
 
 
 def run(options: RunOptions, out: Callable[[str], None]) -> int:
-    job = prepare(options)
+    """The command line's run and validate: what happened, said; the exit code."""
     if options.dry_run:
-        return _dry_run(job, options, out)
+        console.show_plan(check(options).summary(), as_json=options.json,
+                          quiet=options.quiet, out=out)
+        return EXIT_OK
+    outcome = execute(options)
+    console.show_summary(outcome.summary, outcome.code, outcome.fatal, as_json=options.json,
+                         quiet=options.quiet, out=out)
+    return outcome.code
+
+
+def check(options: RunOptions) -> Checked:
+    """validate / --dry-run: no lock, no writes; an existing ledger is only read."""
+    job = prepare(options)
+    with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
+        path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
+        with Ledger.open(path, recover=False) as ledger, _damaged(path):
+            report = _check(job, ledger)
+            plan = plan_only(job, ledger, options.selection, found=Found.COUNT,
+                             estimate=batchmode.estimator(job.models, job.provider,
+                                                          job.settings, options.selection))
+            folders.check(plan.room, clean=False)
+    return Checked(job, plan, report)
+
+
+def execute(options: RunOptions) -> Outcome:
+    """A whole run, start to summary; raises InputError (2), LockHeld (75)."""
+    with _planned(options) as (job, ledger, plan, warnings, batcher):
+        if plan.to_send == 0 and not (batcher and batcher.wait and batcher.open_rows()):
+            # A finished catalog: no second pass, no simulator, no session.
+            return _conclude(job, ledger, options, Tally(), plan, None, warnings,
+                             batcher.run_id if batcher else None, batcher=batcher)
+        import anyio
+
+        return anyio.run(_send, job, ledger, options, plan.to_send, warnings, batcher)
+
+
+async def execute_async(options: RunOptions) -> Outcome:
+    """The same, inside the caller's event loop (the checks before sending block it)."""
+    with _planned(options) as (job, ledger, plan, warnings, batcher):
+        if plan.to_send == 0 and not (batcher and batcher.wait and batcher.open_rows()):
+            return _conclude(job, ledger, options, Tally(), plan, None, warnings,
+                             batcher.run_id if batcher else None, batcher=batcher)
+        return await _send(job, ledger, options, plan.to_send, warnings, batcher)
+
+
+@contextlib.contextmanager
+def _planned(options: RunOptions
+             ) -> Iterator[tuple[Job, Ledger, Plan, tuple[str, ...], Batcher | None]]:
+    """Validated, locked, planned and within budget, or an InputError before anything."""
+    job = prepare(options)
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
     with lock, Ledger.open(job.ledger_path) as ledger, _damaged(job.ledger_path):
         spool.deliver(spool.folder(job.ledger_path), ledger)  # paid earlier, not yet written
-        _check(job, ledger)
+        warnings = _warnings(_check(job, ledger))
         batcher = batcher_for(job, ledger, options)  # first collects what has ended
         plan = plan_only(job, ledger, options.selection, estimate=batchmode.estimator(
             job.models, job.provider, job.settings, options.selection))
@@ -155,34 +236,9 @@ def run(options: RunOptions, out: Callable[[str], None]) -> int:
                 f"the estimated cost ${plan.estimate:.2f} is above --max-cost {max_cost:g}; "
                 "raise the budget or narrow the run with --limit / --only")
         if plan.to_send and job.provider.api_key is None:
-            raise ConfigError(
-                f"no API key: set {job.provider.api_key_env or 'IMGEDIT_API_KEY'} "
-                "(or IMGEDIT_API_KEY) in the environment")
-        if plan.to_send == 0 and not (batcher and batcher.wait and batcher.open_rows()):
-            # A finished catalog: no second pass, no simulator, no session.
-            return _conclude(job, ledger, options, Tally(), plan, None, out,
-                             batcher.run_id if batcher else None, batcher=batcher)
-        import anyio
-
-        return anyio.run(_send, job, ledger, options, plan.to_send, out, batcher)
-
-
-def batcher_for(job: Job, ledger: Ledger, options: RunOptions) -> Batcher | None:
-    """The run's batch mode, the run's ledger row (batch answers are recorded in it), and
-    the batches that have ended collected; None when the run touches no batch."""
-    if not batchmode.touches_batches(job.settings, ledger, options.wait):
-        return None
-    from pipeline.run.batch import Batcher
-
-    run_id = ledger.start_run(job.manifest.path, {"flags": options.flags,
-                                                  "provider": job.provider.name})
-    batcher = Batcher(models=job.models, provider=job.provider,
-                      settings=batchmode.settings_for(job.settings, options.selection),
-                      ledger=ledger, price=_pricer(job.models), tasks=job.manifest.tasks,
-                      run_id=run_id, spool=spool.folder(job.ledger_path), wait=options.wait,
-                      quiet=options.quiet)
-    batcher.collect_now()
-    return batcher
+            names = dict.fromkeys(filter(None, (job.provider.api_key_env, "IMGEDIT_API_KEY")))
+            raise ConfigError(f"no API key: set {' or '.join(names)} in the environment")
+        yield job, ledger, plan, warnings, batcher
 
 
 @contextlib.contextmanager
@@ -199,27 +255,13 @@ def _damaged(path: Path) -> Iterator[None]:
         raise InputError(ledger_mod.corrupt_message(path, found.exceptions[0])) from group
 
 
-def _dry_run(job: Job, options: RunOptions, out: Callable[[str], None]) -> int:
-    """validate / --dry-run: no lock, no writes; an existing ledger is only read."""
-    with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
-        path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
-        with Ledger.open(path, recover=False) as ledger, _damaged(path):
-            report = _check(job, ledger)
-            estimate = batchmode.estimator(job.models, job.provider, job.settings,
-                                           options.selection)
-            plan = plan_only(job, ledger, options.selection, found=Found.COUNT,
-                             estimate=estimate)
-            folders.check(plan.room, clean=False)
-    out("\n".join([describe_plan(job, plan), *report.left_out_lines()]))
-    return EXIT_OK
+def _warnings(report: ValidationReport) -> tuple[str, ...]:
+    return tuple(str(w) for w in report.warnings)
 
 
-def describe_plan(job: Job, plan: Plan) -> str:
-    prices = " at batch prices where a model can batch" if job.settings.batch else ""
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(plan.categories.items())) or "no tasks"
-    return (f"{job.manifest.path}: {sum(plan.categories.values())} tasks ({counts}); "
-            f"would send {plan.to_send}, estimated cost ${plan.estimate:.2f}{prices} "
-            f"via {job.provider.name}")
+def simulated(provider: Provider) -> bool:
+    """A rehearsal: the in-process simulator, or the provider named for one."""
+    return provider.simulator is not None or provider.name == "simulator"
 
 
 @contextlib.asynccontextmanager
@@ -237,18 +279,19 @@ async def _gateway_url(provider: Provider) -> AsyncIterator[str]:
 
 
 async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
-                out: Callable[[str], None], batcher: Batcher | None) -> int:
+                warnings: tuple[str, ...], batcher: Batcher | None = None) -> Outcome:
     import aiohttp
     import anyio
 
-    from pipeline.gateway.client import Gateway
     from pipeline.gateway.limits import Throttle
     from pipeline.run.board import Board
+    from pipeline.run.prepare import Preparer, PreparingGateway, cache_folder
     from pipeline.run.scheduler import Scheduler
+    from pipeline.run.signals import watch_signals as _watch_signals
     from pipeline.views import progress
 
     settings = job.settings
-    tally = Tally(total=to_send)
+    tally = Tally(total=to_send, simulated=simulated(job.provider))
     plan = Plan()  # counted again as tasks stream, so the summary matches what was sent
     signalled: list[signal.Signals] = []
     throttle = Throttle(parse_rate(settings.rate) if settings.rate else None)
@@ -257,11 +300,14 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
     event(logging.INFO, "run started", run_id=run_id, manifest=str(job.manifest.path),
           provider=job.provider.name, to_send=to_send, concurrency=settings.concurrency,
           rate=settings.rate)
+    endpoint = summary.endpoint(job.provider.name, job.provider.base_url)
     async with _gateway_url(job.provider) as base_url:
         provider = Provider(**{**job.provider.__dict__, "base_url": base_url})
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as session:
-            gateway = Gateway(session, provider, settings.timeout, job.models)
+            preparer = Preparer(cache_folder(job.ledger_path), ledger, job.models)
+            gateway = PreparingGateway(session, provider, settings.timeout, job.models,
+                                       preparer=preparer)
             chosen = options.selection
             scheduler = Scheduler(gateway, ledger, settings, run_id, tally,
                                   price=_pricer(job.models), throttle=throttle,
@@ -286,8 +332,9 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
             work = redo.with_prompt_suffix(select(walked, chosen, job.models, plan),
                                            options.prompt_suffix)
             async with anyio.create_task_group() as group:
-                group.start_soon(_watch_signals, scheduler, group.cancel_scope, settings.grace,
-                                 signalled)
+                if options.signals:
+                    group.start_soon(_watch_signals, scheduler, group.cancel_scope,
+                                     settings.grace, signalled)
                 group.start_soon(functools.partial(
                     progress.show, tally, throttle.cooldown.remaining,
                     every=settings.progress_every,
@@ -296,15 +343,16 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                 group.cancel_scope.cancel()
             if batcher and api and batcher.wait and not scheduler.stop and not signalled:
                 await batcher.wait_all(api, signalled)
-    return _conclude(job, ledger, options, tally, plan, scheduler.stop, out, run_id, signalled,
-                     notes=scheduler.board.notes, batcher=batcher)
+    return _conclude(job, ledger, options, tally, plan, scheduler.stop, warnings, run_id,
+                     signalled, endpoint, notes=scheduler.board.notes, batcher=batcher)
 
 
 def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan: Plan,
-              stop: Stop | None, out: Callable[[str], None], run_id: int | None = None,
+              stop: Stop | None, warnings: tuple[str, ...], run_id: int | None = None,
               signalled: list[signal.Signals] | None = None,
-              notes: list[str] | None = None, batcher: Batcher | None = None) -> int:
-    """Exit code, the run's ledger row, the summary (text or --json) and abort advice."""
+              endpoint: str | None = None, notes: list[str] | None = None,
+              batcher: Batcher | None = None) -> Outcome:
+    """Exit code, the run's ledger row and the summary."""
     code = _exit_code(tally, stop, signalled or [], plan.held + (batcher.problems if batcher
                                                                  else 0))
     counts = {"succeeded": tally.succeeded, "failed": tally.failed, "unknown": tally.unknown}
@@ -314,36 +362,14 @@ def _conclude(job: Job, ledger: Ledger, options: RunOptions, tally: Tally, plan:
     ledger.finish_run(run_id, code, counts)
     event(logging.INFO, "run finished", run_id=run_id, exit_code=code,
           spent=round(tally.spent, 4), **counts)
-    stopped = None if stop is None else stop.reason
-    result = summary.build(job.manifest.path, tally, plan, provider=job.provider.name,
-                           exit_code=code, stopped=stopped, ledger=job.ledger_path,
-                           held=plan.held, notes=notes or [],
-                           batch=batcher.summary() if batcher else None)
-    if options.json:
-        out(json.dumps(result, ensure_ascii=False, indent=2))
-    else:
-        print(summary.text(result), file=sys.stderr if options.quiet else sys.stdout)
-    if code == RunAborted.exit_code and stop is not None:
-        print(_abort_advice(stop.fatal), file=sys.stderr)
-    return code
-
-
-async def _watch_signals(scheduler: Scheduler, scope: anyio.CancelScope, grace: float,
-                         signalled: list[signal.Signals]) -> None:
-    """First signal: stop launching, let in-flight requests finish within `grace`.
-    Second signal, or grace over: cancel what is left (recorded as unknown)."""
-    import anyio
-
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            signalled.append(signal.Signals(signum))
-            if len(signalled) > 1:
-                scope.cancel()
-                return
-            scheduler.stop.set(f"interrupted by {signal.Signals(signum).name}")
-            print(f"{signal.Signals(signum).name}: no new requests; waiting up to {grace:g}s "
-                  "for those in flight (signal again to stop now)", file=sys.stderr)
-            scope.deadline = anyio.current_time() + grace
+    provider = job.provider
+    result = summary.build(
+        job.manifest.path, tally, plan, provider=provider.name, exit_code=code,
+        stopped=None if stop is None else stop.reason, ledger=job.ledger_path,
+        held=plan.held, endpoint=endpoint or summary.endpoint(provider.name, provider.base_url),
+        simulated=simulated(provider), warnings=warnings, repeat=options.repeat,
+        notes=notes or [], batch=batcher.summary() if batcher else None)
+    return Outcome(code, result, None if stop is None else stop.fatal)
 
 
 def _note_resent(walked: Iterable[tuple[Task, str, Category]], selection: Selection,
@@ -368,26 +394,3 @@ def _exit_code(tally: Tally, stop: Stop | None, signalled: list[signal.Signals],
     if tally.failed or tally.unknown or tally.done < tally.total or held:
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _abort_advice(exc: Exception | None) -> str:
-    status = getattr(exc, "status", None)
-    found = codes(exc) if exc is not None else set()
-    if "insufficient_user_quota" in found:
-        advice = "top up your quota at the gateway, then run again"
-    elif "insufficient_quota" in found:
-        # Passed through from the gateway's upstream: the quota may be the operator's.
-        advice = ("top up the account's quota; if yours has some left, the gateway's own "
-                  "upstream account ran out: tell its operator")
-    elif "model_not_found" in found:
-        advice = "pick a model this gateway offers (set `model:` in the manifest)"
-    elif status in (401, 403):
-        # The relay passes its upstream's 401 through with the upstream's body: the key
-        # at fault may be the gateway's own, not the user's.
-        advice = ("check the API key in the provider's environment variable; if it is "
-                  "right, the gateway's own upstream key was refused: tell its operator")
-    elif "api_not_implemented" in found or status == 501:
-        advice = "this gateway does not offer that route: set `route:` for the model"
-    else:
-        advice = "fix the cause above, then run again"
-    return f"run aborted: {exc}\nwhat to do: {advice}; finished work is kept and will be skipped."

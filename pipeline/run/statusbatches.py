@@ -16,7 +16,8 @@ from pipeline.ledger import store as ledger_mod
 from pipeline.ledger.batches import Batches
 from pipeline.ledger.lock import RunLock
 from pipeline.ledger.store import Ledger
-from pipeline.run.runner import EXIT_FAILED, EXIT_OK, RunOptions, batcher_for, prepare
+from pipeline.run.batchstart import batcher_for
+from pipeline.run.runner import EXIT_FAILED, EXIT_OK, RunOptions, prepare
 
 
 def collect_batches(options: RunOptions) -> None:

@@ -26,7 +26,7 @@ def line(t: Tally, cooldown: float = 0.0) -> str:
         f"{t.in_flight} in flight",
         f"{t.retrying} retrying",
         f"{t.request_rate() * 60:.1f} req/min",
-        f"spent ${t.spent:.2f}",
+        f"{'simulated' if t.simulated else 'spent'} ${t.spent:.2f}",
     ]
     if cooldown > 0:
         parts.append(f"cooling down {cooldown:.0f}s")
@@ -63,7 +63,7 @@ def _panel(t: Tally, cooldown: float) -> Table:
         table.add_row("cooldown", f"[yellow]{cooldown:.0f}s[/]")
     eta = t.eta()
     table.add_row("eta", _duration(eta) if eta is not None and t.done < t.total else "-")
-    table.add_row("spent", f"${t.spent:.2f}")
+    table.add_row("simulated" if t.simulated else "spent", f"${t.spent:.2f}")
     return table
 
 

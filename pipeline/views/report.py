@@ -34,6 +34,7 @@ from pipeline.ledger.durable import write_atomic
 from pipeline.ledger.reviews import Decision, Review, Reviews
 from pipeline.ledger.store import Attempt, Ledger, TaskRecord
 from pipeline.task import State
+from pipeline.views.status import simulated_spend
 from pipeline.views.thumbnails import FILE_MODE, Thumbnails
 
 LABELS = {
@@ -58,8 +59,10 @@ def assets_folder(output: Path) -> Path:
     return output.with_name(output.stem if output.suffix else f"{output.name}_files")
 
 
-def write_report(manifest: Path, output: Path | None = None, ledger: Path | None = None) -> Path:
-    """Write the report of `manifest`'s ledger (and its thumbnails); returns the page's path."""
+def write_report(manifest: Path, output: Path | None = None, ledger: Path | None = None, *,
+                 config: str | None = None) -> Path:
+    """Write the report of `manifest`'s ledger (and its thumbnails); returns the page's path.
+    `config` names the providers that are simulators: their money is said to be simulated."""
     manifest = manifest.resolve()
     output = (output or default_output(manifest)).resolve()
     ledger_path = (ledger or ledger_mod.default_path(manifest)).resolve()
@@ -73,12 +76,13 @@ def write_report(manifest: Path, output: Path | None = None, ledger: Path | None
                                      review=decisions.get(record.id))
                  for record in book.records()]
         counts, spent = book.counts(), book.spent()
+        rehearsal = simulated_spend(book, config)
     cards.sort(key=lambda card: FIRST[card.record.state])  # stable: by id within a state
     _refuse_overwrite(output, manifest, ledger_path, cards)
     thumbs = Thumbnails(assets_folder(output) / "thumbs")
     names = thumbs.ensure(path for card in cards for path in card.images)
     page = _Page(output.parent, thumbs.folder, names, manifest.parent)
-    body = _render(manifest, cards, counts, spent, page)
+    body = _render(manifest, cards, counts, spent, page, rehearsal)
     # "replace": a file name that is not UTF-8 shows as "?" (its link is percent-encoded).
     write_atomic(output, body.encode("utf-8", "replace"))
     os.chmod(output, FILE_MODE)  # write_atomic's mkstemp made it 0600
@@ -281,10 +285,12 @@ def _review_badge(review: Review | None) -> str:
     return f'<span class="badge {review.decision.value}">{label}</span>'
 
 
-def _header(manifest: Path, cards: list[Card], counts: dict[str, int], spent: float) -> str:
+def _header(manifest: Path, cards: list[Card], counts: dict[str, int], spent: float,
+            rehearsal: bool = False) -> str:
     when = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M")
     top = (f'<div class="top"><h1 title="{_e(manifest)}">{_e(manifest.name)}</h1>'
-           f'<span class="sub"><b>{len(cards):,}</b> tasks · spent <b>{_money(spent, 2)}</b>'
+           f'<span class="sub"><b>{len(cards):,}</b> tasks · '
+           f'{"simulated" if rehearsal else "spent"} <b>{_money(spent, 2)}</b>'
            f" · generated {when}</span></div>")
     buttons = [f'<button class="filter all" data-filter="all" aria-pressed="true">'
                f'All <span class="n">{len(cards):,}</span></button>']
@@ -344,10 +350,10 @@ def _groups(cards: list[Card], page: _Page) -> str:
 
 
 def _render(manifest: Path, cards: list[Card], counts: dict[str, int], spent: float,
-            page: _Page) -> str:
+            page: _Page, rehearsal: bool = False) -> str:
     values = {
         "title": _e(f"{manifest.name} · imgedit report"),
-        "header": _header(manifest, cards, counts, spent),
+        "header": _header(manifest, cards, counts, spent, rehearsal),
         "cards": _groups(cards, page),
     }
     # One pass: text inserted for one placeholder is never scanned for another.

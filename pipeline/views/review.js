@@ -29,7 +29,7 @@
   function load() {
     return api("api/results").then(function (data) {
       items = data.items;
-      $("title").textContent = data.manifest;
+      $("title").textContent = data.manifest + (data.simulated ? " · simulated costs" : "");
       document.title = data.manifest + " · imgedit review";
       var uniq = function (key) {
         return items.map(function (i) { return i[key]; }).filter(function (v, n, all) {

@@ -40,6 +40,7 @@ from pipeline.ledger.reviews import Decision, Reviews
 from pipeline.ledger.store import Ledger
 from pipeline.task import State
 from pipeline.views.report import card_of
+from pipeline.views.status import simulated_spend
 from pipeline.views.thumbnails import make_thumbnail
 
 HOST = "127.0.0.1"
@@ -63,6 +64,7 @@ class Session:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     previews: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="imgedit-review-")))
     files: dict[str, Path] = field(default_factory=dict)  # key → a path the ledger names
+    simulated: bool = False  # every paid run was a rehearsal: its costs are simulated
 
     def key(self, path: Path) -> str:
         key = hashlib.sha256(os.fsencode(path)).hexdigest()[:24]
@@ -91,7 +93,7 @@ class Session:
             })
         # Tasks that share a source sit together (the same photo through several models).
         items.sort(key=lambda item: (item["source"], item["model"] or "", item["id"]))
-        return {"manifest": self.manifest.name, "items": items}
+        return {"manifest": self.manifest.name, "simulated": self.simulated, "items": items}
 
     def _picture(self, path: Path, root: Path) -> dict[str, Any]:
         return {"key": self.key(path), "name": _relative(path, root), "exists": path.exists()}
@@ -212,14 +214,16 @@ def _packaged(name: str) -> str:
 
 # --- the command ---------------------------------------------------------------------------
 
-def open_review(manifest: Path, ledger: Path | None) -> Session:
+def open_review(manifest: Path, ledger: Path | None, config: str | None = None) -> Session:
+    """`config` names the providers that are simulators: their costs are said to be simulated."""
     manifest = manifest.resolve()
     path = (ledger or ledger_mod.default_path(manifest)).resolve()
     if not path.exists():
         raise InputError(f"no ledger at {path}: nothing to review yet."
                          f" `imgedit run {manifest}` creates it (or pass --ledger PATH)")
     # recover=False: a run may be live beside the page; its in-flight tasks stay as they are.
-    return Session(manifest, Ledger.open(path, recover=False))
+    book = Ledger.open(path, recover=False)
+    return Session(manifest, book, simulated=simulated_spend(book, config))
 
 
 def serve(review: Session, port: int, *, browser: bool, out: Callable[[str], None]) -> int:

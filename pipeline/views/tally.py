@@ -21,6 +21,7 @@ class Tally:
     spent: float = 0.0
     batched: int = 0  # tasks this run put into provider batches (answered later)
     saved: float = 0.0  # what batch prices saved on the answers kept in this run
+    simulated: bool = False  # a rehearsal: `spent` is what it would have cost
     retries_by_cause: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)  # first (id, reason) pairs
     outputs: list[str] = field(default_factory=list)  # first output paths written

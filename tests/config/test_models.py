@@ -130,7 +130,7 @@ def test_dall_e_2_takes_one_square_png_under_4_mb(tmp_path: Path, models: Models
     assert "images: 3 images, but dall-e-2 takes at most 1" in text
     assert f"images[0]: {wide} is 20x10; dall-e-2 takes only square images" in text
     assert f"images[1]: {photo} is jpeg; dall-e-2 takes png" in text
-    assert f"images[2]: {big} is 4.0 MB; dall-e-2 takes at most 4 MB" in text
+    assert f"images[2]: {big} is 4.0 MiB; dall-e-2 takes at most 4 MiB" in text
 
 
 def test_prompt_size_quality_response_format(tmp_path: Path, models: Models) -> None:
@@ -165,7 +165,7 @@ def test_size_limit_and_facts_from_the_caller(tmp_path: Path) -> None:
                                   formats=("png",), prompt_max=10)})
     one = image(tmp_path / "a.png", (40, 40))
     found = messages(tiny.check(task(tmp_path, [one], model="m")))
-    assert "m takes at most 2e-05 MB: shrink it" in found
+    assert "m takes at most 2e-05 MiB: shrink it" in found
     # The caller probed the first file and reported the second as unusable: no repeat here.
     missing = tmp_path / "gone.png"
     facts = {one: FileFacts(10, "png")}

@@ -133,7 +133,8 @@ def test_default_model_comes_from_the_caller(tmp_path: Path, models: Models) -> 
     assert manifest.provider is None and manifest.allow_outside is False
     [task] = manifest.tasks()
     assert dict(task.fields) == {"model": "gpt-image-1-mini"}
-    assert task.id == "a.png" and task.placeholders == {"dir": ".", "stem": "a"}
+    assert task.id == "a.png"
+    assert task.placeholders == {"dir": ".", "stem": "a", "model": "gpt-image-1-mini"}
     assert task.output_path(0, "png") == tmp_path / "a.edited.png"
 
 
@@ -340,21 +341,165 @@ def test_glob_is_recursive_sorted_and_skips_hidden_files(tmp_path: Path, models:
     expected = sorted(p for p in (tmp_path / "cat").glob("**/*.jpg") if "/." not in str(p))
     assert [t.images[0] for t in tasks[:4]] == expected
     assert tasks[0].images == (tmp_path / "cat/a/y/x.jpg", tmp_path / "logo.png")
-    assert tasks[0].placeholders == {"dir": "cat/a/y", "stem": "x"}
+    assert tasks[0].placeholders == {"dir": "cat/a/y", "stem": "x", "model": "gpt-image-1"}
     assert all(t.where.line == 3 for t in tasks[:4])
     assert check_all(load(path, models), models).tasks == 6
 
 
-def test_glob_that_matches_nothing(tmp_path: Path, models: Models) -> None:
+def test_glob_that_matches_nothing_is_a_warning(tmp_path: Path, models: Models) -> None:
+    image(tmp_path / "a.png")
     path = write(tmp_path, """
         version: 1
         defaults: {prompt: p}
         tasks:
           - glob: "photos/*.jpg"
+          - images: a.png
         """)
-    assert problems(path, models) == [
+    manifest = load(path, models)
+    assert [t.id for t in manifest.tasks()] == ["a.png"]
+    report = check_all(manifest, models)
+    assert report.tasks == 1
+    assert [str(w) for w in report.warnings] == [
         f"{path}:4: tasks[0].glob: 'photos/*.jpg' matches no files under {tmp_path}: "
-        "check the pattern"]
+        "nothing to do here"]
+
+
+def test_glob_extensions_match_in_any_case_and_jpg_means_jpeg(tmp_path: Path,
+                                                              models: Models) -> None:
+    for name in ["DSC_0042.JPG", "studio shot.jpeg", "b.Jpg", "c.png", "d.jpg.txt"]:
+        image(tmp_path / "in" / name, fmt="JPEG")
+    path = write(tmp_path, """
+        version: 1
+        tasks:
+          - glob: "in/*.jpg"
+            prompt: p
+          - glob: "in/*.PNG"
+            prompt: q
+        """)
+    ids = [t.id for t in load(path, models).tasks()]
+    assert ids == ["in/DSC_0042.JPG", "in/b.Jpg", "in/studio shot.jpeg", "in/c.png"]
+
+
+def test_glob_takes_a_list_of_patterns_and_exclude(tmp_path: Path, models: Models) -> None:
+    for name in ["shoes/a.jpg", "shoes/a-mask.png", "bags/b.png", "bags/old/c.png", "x.webp"]:
+        image(tmp_path / name, fmt="PNG")
+    path = write(tmp_path, """
+        version: 1
+        tasks:
+          - glob: ["**/*.png", "shoes/*.jpg", "bags/*.png"]
+            exclude: ["*-mask.png", "bags/old/**"]
+            prompt: p
+        """)
+    ids = [t.id for t in load(path, models).tasks()]
+    assert ids == ["bags/b.png", "shoes/a.jpg"]  # sorted, each once, exclusions left out
+
+
+def test_exclude_needs_a_glob_and_patterns_must_be_text(tmp_path: Path, models: Models) -> None:
+    image(tmp_path / "a.png")
+    path = write(tmp_path, """
+        version: 1
+        tasks:
+          - images: a.png
+            exclude: "*.png"
+            prompt: p
+          - glob: ["*.png", 3]
+            prompt: p
+        """)
+    found = problems(path, models)
+    one(found, ":4: tasks[0].exclude: exclude leaves files out of a glob")
+    one(found, ":6: tasks[1].glob: expected a pattern or a list of patterns")
+
+
+# ---- models: one task per model ----
+
+
+def test_models_make_one_task_per_model(tmp_path: Path, models: Models) -> None:
+    image(tmp_path / "shoes/a.png")
+    image(tmp_path / "shoes/b.png")
+    path = write(tmp_path, """
+        version: 1
+        defaults: {quality: auto, models: [gpt-image-1, gemini-2.5-flash-image]}
+        tasks:
+          - glob: "shoes/*.png"
+            prompt: p
+          - id: hero
+            images: shoes/a.png
+            prompt: q
+            output: "compare/{id}.{ext}"
+          - id: single
+            images: shoes/b.png
+            model: gpt-image-1-mini
+            prompt: r
+            output: "single.{ext}"
+        """)
+    manifest = load(path, models)
+    tasks = list(manifest.tasks())
+    assert [(t.id, t.model) for t in tasks] == [
+        ("shoes/a.png@gpt-image-1", "gpt-image-1"),
+        ("shoes/a.png@gemini-2.5-flash-image", "gemini-2.5-flash-image"),
+        ("shoes/b.png@gpt-image-1", "gpt-image-1"),
+        ("shoes/b.png@gemini-2.5-flash-image", "gemini-2.5-flash-image"),
+        ("hero@gpt-image-1", "gpt-image-1"),
+        ("hero@gemini-2.5-flash-image", "gemini-2.5-flash-image"),
+        ("single", "gpt-image-1-mini"),  # a task's own model wins over defaults' models
+    ]
+    assert tasks[0].output_path(0, "png") == tmp_path / "shoes/a.gpt-image-1.edited.png"
+    assert tasks[5].output_path(0, "png") == tmp_path / "compare/hero@gemini-2.5-flash-image.png"
+    # Defaults apply per model: a default the model does not take is left out of its task.
+    for task in tasks:
+        if task.model.startswith("gemini"):
+            assert "quality" not in task.fields and task.left_out == ("quality",)
+        else:
+            assert task.fields["quality"] == "auto" and task.left_out == ()
+    report = check_all(manifest, models)
+    assert report.by_model == {"gpt-image-1": 3, "gemini-2.5-flash-image": 3,
+                               "gpt-image-1-mini": 1}
+
+
+def test_models_go_through_each_models_checks(tmp_path: Path, models: Models) -> None:
+    image(tmp_path / "a.png")
+    image(tmp_path / "mask.png", mode="RGBA")
+    path = write(tmp_path, """
+        version: 1
+        tasks:
+          - images: a.png
+            mask: mask.png
+            prompt: p
+            models: [gpt-image-1, gemini-2.5-flash-image, gpt-imag-2]
+          - images: a.png
+            prompt: p
+            model: gpt-image-1
+            models: [gpt-image-1]
+          - images: a.png
+            prompt: p
+            models: [gpt-image-1, gpt-image-1-mini]
+            output: "{stem}.out.{ext}"
+        """)
+    found = problems(path, models)
+    one(found, ":4: tasks[0].mask: gemini-2.5-flash-image takes no mask")
+    one(found, ":6: tasks[0].model: unknown model 'gpt-imag-2'")
+    one(found, ":10: tasks[1].models: give model or models, not both")
+    one(found, ":14: tasks[2].output: output '{stem}.out.{ext}' has no {model}")
+
+
+# ---- YAML syntax ----
+
+
+@pytest.mark.parametrize(("text", "where", "hint"), [
+    ("version: 1\ntasks:\n\t- images: a.png\n", ":3:1:",
+     "YAML does not allow tabs for indentation; use spaces"),
+    ("version: 1\ntasks:\n  - prompt: Recolor: navy\n", ":3:20:",
+     "a value that contains ': ' must be quoted"),
+    ("version: 1\ntasks:\n  - prompt: 'navy\n", ":4:1:", "a quote opened here is never closed"),
+])
+def test_yaml_errors_have_a_column_and_a_hint(tmp_path: Path, models: Models, text: str,
+                                              where: str, hint: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    with pytest.raises(ManifestError) as caught:
+        load(path, models)
+    [problem] = caught.value.problems
+    assert f"{path}{where} yaml: not valid YAML: {hint}" in str(problem)
 
 
 def test_glob_id_must_differ_per_file(tmp_path: Path, models: Models) -> None:
@@ -664,7 +809,7 @@ def test_unknown_placeholder_in_the_output_template(tmp_path: Path, models: Mode
     # One entry, three tasks, one problem: the same mistake is said once.
     assert problems(path, models) == [
         f"{path}:3: tasks[0].output: output template '{{folder}}/{{stem}}.{{ext}}' uses "
-        "{folder}, which is not known here; use {dir}, {ext}, {id}, {index}, {stem} "
+        "{folder}, which is not known here; use {dir}, {ext}, {id}, {index}, {model}, {stem} "
         "(task 'a.png' and 2 more)"]
 
 
@@ -796,3 +941,16 @@ def test_a_20000_file_glob_streams_in_flat_memory(tmp_path: Path, models: Models
     # Holding all 20,000 would cost ten times what 2,000 do (~30 MB); the stream holds one
     # folder listing, plus CPython's table of interned path names (pathlib interns each part).
     assert streamed < holding * 10 / 4, (streamed, holding)
+
+
+def test_the_message_shows_twenty_problems_and_counts_the_rest(tmp_path: Path,
+                                                               models: Models) -> None:
+    body = "".join(f"  - {{images: missing-{i}.png, prompt: p}}\n" for i in range(25))
+    path = tmp_path / "m.yaml"
+    path.write_text("version: 1\ntasks:\n" + body)
+    with pytest.raises(ManifestError) as caught:
+        check_all(load(path, models), models)
+    assert len(caught.value.problems) == 25  # every one is kept for --json and the API
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 22 and lines[0] == "25 problems found; nothing was sent:"
+    assert lines[-1] == "  ... and 5 more (`imgedit validate MANIFEST --json` lists every one)"

@@ -231,3 +231,12 @@ def test_the_page_opens_in_a_browser_where_one_exists(folder: Path, tmp_path: Pa
             _out, err = server.communicate(timeout=30)
         assert server.returncode == 0, err
         assert expect_open or not opened.exists()
+
+
+def test_costs_are_said_to_be_simulated_after_simulator_runs(folder: Path) -> None:
+    review = open_review(folder / "job.yaml", None)
+    try:
+        assert review.results()["simulated"] is True  # every run went to `provider: simulator`
+    finally:
+        review.ledger.close()
+        shutil.rmtree(review.previews)
