@@ -109,6 +109,8 @@ class Summary:
     ledger: Path
     warnings: tuple[str, ...]
     notes: tuple[str, ...]  # a model's route switched, or a model stopped, during the run
+    # Batch mode's part (submitted, collected, spent, saved, waiting), when it played one.
+    batch: Mapping[str, Any] | None = None
     # Keys of the CLI's summary this version does not name yet: kept, never dropped.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -141,6 +143,7 @@ class Validation:
     estimate: float  # USD, from config/models.yaml prices
     warnings: tuple[str, ...]
     defaults_left_out: tuple[str, ...]  # per model: fields of `defaults` it does not take
+    batch_prices: bool = False  # batch mode on: the estimate counts batch prices
 
 
 @dataclass(frozen=True)
