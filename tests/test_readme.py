@@ -26,6 +26,10 @@ import pytest
 
 from tests.conftest import ROOT
 
+# Every README command as a whole process (about 25 s): a long scenario, run by
+# `make test-slow` and CI beside kill -9 and SIGTERM.
+pytestmark = pytest.mark.slow
+
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(\w*)\s*$")
 SKIP_MARK = "<!-- readme-test: skip -->"

@@ -907,6 +907,7 @@ def test_problem_list_is_capped(tmp_path: Path, models: Models) -> None:
 # ---- scale ----
 
 
+@pytest.mark.slow  # a scale scenario: 20,000 files
 def test_a_20000_file_glob_streams_in_flat_memory(tmp_path: Path, models: Models) -> None:
     seed = image(tmp_path / "seed.png", (2, 2))
     for folder in range(20):

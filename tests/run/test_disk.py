@@ -99,6 +99,7 @@ def fill(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow  # mounts a filesystem and runs the CLI three times: a long scenario
 @pytest.mark.parametrize("fault", ["read-only", "full"])
 def test_an_answer_paid_while_the_folder_fails_is_kept_and_written_next_run(
         tmp_path: Path, out: Path, cli: Cli, simulator: Simulator, fault: str) -> None:

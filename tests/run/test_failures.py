@@ -419,6 +419,7 @@ def test_a_second_run_of_the_same_manifest_exits_75_at_once(tmp_path: Path, cli:
 
 # --- signals --------------------------------------------------------------------------------
 
+@pytest.mark.slow  # SIGTERM scenario
 def test_sigterm_lets_requests_in_flight_finish_and_a_rerun_does_the_rest(
         tmp_path: Path, cli: Cli, simulator: Simulator) -> None:
     # A second per answer: after the first three, the other nine need three more rounds,
