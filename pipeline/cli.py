@@ -263,6 +263,17 @@ def _guard(action: Any, as_json: bool = False) -> int:
                  "field": p.field, "message": p.message} for p in problems]},
                 ensure_ascii=False, indent=2))
         return int(getattr(exc, "exit_code", InputError.exit_code))
+    except Exception as exc:
+        # A damaged ledger page met while reading (status, export, report, review) is a
+        # message with what to do. sqlite3 is in sys.modules once a ledger was opened, so
+        # start-up imports nothing for this; "locked" and the like keep their traceback.
+        sqlite3 = sys.modules.get("sqlite3")
+        if (sqlite3 is None or not isinstance(exc, sqlite3.DatabaseError)
+                or isinstance(exc, sqlite3.OperationalError)):
+            raise
+        from pipeline.ledger.store import corrupt_message
+        click.echo(f"error: {corrupt_message(None, exc)}", err=True)
+        return InputError.exit_code
 
 
 @main.command(short_help="Write the ledger's task table (CSV or JSON lines).")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import yaml
@@ -169,3 +171,21 @@ def test_simulate_takes_its_options_from_the_configs_simulator(tmp_path: Path, c
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_a_damaged_ledger_page_is_a_message_in_every_command_that_reads_it(
+        tmp_path: Path, cli: Cli, sim) -> None:
+    photos(tmp_path)
+    assert cli("run", "job.yaml", "--base-url", sim.base_url, "--quiet").returncode == 0
+    ledger = tmp_path / "job.ledger.sqlite"
+    with closing(sqlite3.connect(ledger)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = ledger.stat().st_size // 4096
+    with open(ledger, "r+b") as file:  # every page but the schema's, torn: open works
+        file.seek(4096)
+        file.write(b"\xa5" * 4096 * (pages - 1))
+    for command in ("status", "export", "report"):
+        done = cli(command, "job.yaml")
+        assert done.returncode == 2, (command, done.stderr)
+        assert "the ledger is damaged" in done.stderr and "move it aside" in done.stderr
+        assert "Traceback" not in done.stderr, command

@@ -348,8 +348,9 @@ class Ledger(Claims, FileHashes):
 _STATES = {state.value: state for state in State}  # a dict lookup: 100k rows in planning
 
 
-def corrupt_message(path: Path, exc: Exception) -> str:
-    return (f"{path}: the ledger is damaged ({exc}). Restore it from a backup, or move it"
+def corrupt_message(path: Path | None, exc: Exception) -> str:
+    where = f"{path}: " if path is not None else ""
+    return (f"{where}the ledger is damaged ({exc}). Restore it from a backup, or move it"
             " aside (with its -wal and -shm files) and run again: the sidecars beside the"
             " results let the next run adopt finished work instead of paying for it again")
 
