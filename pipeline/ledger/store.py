@@ -68,6 +68,7 @@ class Ledger(Claims, FileHashes):
         self._pending = 0
         self._last_commit = clock()
         self._closed = False
+        self._near = {}  # FileHashes: the rows of the chunk of inputs being looked at
 
     @classmethod
     def open(
