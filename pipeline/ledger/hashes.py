@@ -36,6 +36,8 @@ class FileHashes:
         query, replacing the last chunk's: a re-run of 100k files makes 200 queries, not
         200,000."""
         names = list(dict.fromkeys(map(str, paths)))
+        if all(name in self._near for name in names):
+            return  # the check pass looked these up already: the plan asks the same chunk
         near: dict[str, _Row | None] = dict.fromkeys(names)
         for start in range(0, len(names), LOOK_UP_MAX):
             part = names[start:start + LOOK_UP_MAX]

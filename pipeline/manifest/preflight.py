@@ -347,9 +347,9 @@ def _output_stems(task: Task) -> dict[tuple[str, str | None], None]:
     honest = "{ext:" in task.output or "{ext!" in task.output  # a format spec: render each
     for index in range(task.n):
         if honest:
-            names = [os.path.normpath(task.output_path(index, ext)) for ext in _EXTS]
+            names = [os.path.normpath(task.output_name(index, ext)) for ext in _EXTS]
         else:
-            shape = os.path.normpath(task.output_path(index, _EXT))
+            shape = os.path.normpath(task.output_name(index, _EXT))
             if shape.endswith("." + _EXT) and shape.count(_EXT) == 1:
                 stems[(shape[: -len(_EXT) - 1], None)] = None
                 continue

@@ -109,7 +109,7 @@ class Checked:
 
 def prepare(options: RunOptions) -> Job:
     """Load the manifest and the config; raises InputError (exit 2). Files and model
-    limits are checked by `planning.check`, once the ledger's cache can vouch for unchanged files."""
+    limits are checked by `planning`, once the ledger's cache can vouch for unchanged files."""
     folder = config_dir(options.config)
     models = Models.load(config_file(folder, "models.yaml"))
     defaults = read_yaml(config_file(folder, "defaults.yaml"))
