@@ -30,6 +30,9 @@ class FileHashes:
     _wrote: Callable[[], None]
     # The rows of the paths last looked up (None: a path with no row); the host sets it.
     _near: dict[str, _Row | None]
+    # Path -> sha256 of files the check pass has just found unchanged (stat and row
+    # agree), each taken once by the fingerprint that follows it; the host sets it.
+    _checked: dict[str, str]
 
     def look_up(self, paths: Iterable[Path]) -> None:
         """Load the rows of these paths (the next chunk a pass will ask about) in one
@@ -46,6 +49,7 @@ class FileHashes:
                     f"SELECT path, {_COLUMNS} FROM file_hashes WHERE path IN ({marks})", part):
                 near[path] = tuple(row)  # type: ignore[assignment]
         self._near = near
+        self._checked = {}
 
     def _row(self, path: Path, size: int, mtime_ns: int) -> _Row | None:
         """This unchanged file's row: from the last look-up when it named the path."""
@@ -70,7 +74,14 @@ class FileHashes:
         row = self._row(path, size, mtime_ns)
         if row is None or row[4] is None:
             return None
+        if str(path) in self._near:
+            self._checked[str(path)] = row[2]
         return row[3] or "", row[4], row[5], row[6]
+
+    def checked_hash(self, path: Path) -> str | None:
+        """The sha256 of this file, when the check pass found it unchanged moments ago (the
+        same chunk): the fingerprint after it needs no second stat. Given once."""
+        return self._checked.pop(str(path), None)
 
     def known_content(self, sha256: str) -> Known | None:
         """What the full check of any file with these bytes found."""

@@ -69,6 +69,7 @@ class Ledger(Claims, FileHashes):
         self._last_commit = clock()
         self._closed = False
         self._near = {}  # FileHashes: the rows of the chunk of inputs being looked at
+        self._checked = {}  # FileHashes: hashes the check pass just vouched for
 
     @classmethod
     def open(
@@ -295,8 +296,11 @@ class Ledger(Claims, FileHashes):
 
     def states(self, ids: Sequence[str] | None = None) -> dict[str, TaskState]:
         """task id → (fingerprint, state, terminal, outputs) for `ids` (all when None).
-        Planning asks in chunks, so 100k tasks never sit in one dict."""
-        sql = "SELECT id, fingerprint, state, terminal, outputs, written, endpoint FROM tasks"
+        Planning asks in chunks, so 100k tasks never sit in one dict. `outputs` only
+        when nothing is `written` (an older row): the record of each file says it all."""
+        sql = ("SELECT id, fingerprint, state, terminal,"
+               " CASE WHEN written IS NULL THEN outputs ELSE '[]' END, written, endpoint"
+               " FROM tasks")
         if ids is None:
             rows = self._db.execute(sql)
         else:
