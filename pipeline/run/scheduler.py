@@ -33,6 +33,7 @@ from pipeline.ledger.store import Attempt, Ledger
 from pipeline.run import outcomes
 from pipeline.run.board import Board, ModelStopped
 from pipeline.run.diskwriter import DiskWriter
+from pipeline.run.gil import loop_first
 from pipeline.run.outcomes import cause, without_frames
 from pipeline.run.redo import keep_rejected
 from pipeline.run.spool import kept_or_lost
@@ -124,13 +125,14 @@ class Scheduler:
         """Process (task, fingerprint) pairs until done or stopped."""
         send, receive = anyio.create_memory_object_stream[tuple[Task, str]](
             self.settings.concurrency * 2)
-        async with self.disk, anyio.create_task_group() as group:
-            group.start_soon(self._produce, work, send)
-            # Twice as many workers as requests allowed in flight: while some check and
-            # save their answers, others keep every slot on the wire busy.
-            for _ in range(self.settings.concurrency * 2):
-                group.start_soon(self._work, receive.clone())
-            receive.close()
+        with loop_first():
+            async with self.disk, anyio.create_task_group() as group:
+                group.start_soon(self._produce, work, send)
+                # Twice as many workers as requests allowed in flight: while some check and
+                # save their answers, others keep every slot on the wire busy.
+                for _ in range(self.settings.concurrency * 2):
+                    group.start_soon(self._work, receive.clone())
+                receive.close()
 
     async def _produce(self, work: Iterable[tuple[Task, str]],
                        send: anyio.abc.ObjectSendStream[tuple[Task, str]]) -> None:
