@@ -32,6 +32,7 @@ from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.store import Attempt, Ledger
 from pipeline.run import outcomes
 from pipeline.run.board import Board, ModelStopped
+from pipeline.run.commits import GroupCommit
 from pipeline.run.diskwriter import DiskWriter
 from pipeline.run.gil import loop_first
 from pipeline.run.outcomes import cause, without_frames
@@ -117,6 +118,7 @@ class Scheduler:
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
         self.disk = DiskWriter(threads=4)
+        self.commits = GroupCommit(ledger.flush)
         # Tasks an earlier run may have been billed for (left `unknown`, or failed on a paid
         # but unusable answer): a paid answer for one now may be a second charge.
         self.billed_before: set[str] = set()
@@ -209,7 +211,8 @@ class Scheduler:
         departed = await self._gate()
         self.board.check(task.model)
         if number == 1:
-            self.ledger.mark_submitted(self.run_id, task, fingerprint)
+            self.ledger.mark_submitted(self.run_id, task, fingerprint, commit=False)
+            await self.commits.committed()  # with the others leaving in this turn
         self.tally.in_flight += 1
         self.tally.sent()
         departure.at, departure.wall, departure.started = departed, time.time(), time.monotonic()
