@@ -179,8 +179,11 @@ class Ledger(Claims, FileHashes):
         )
         self.flush()
 
-    def mark_submitted(self, run_id: int, task: Task, fingerprint: str) -> None:
-        """Committed at once: after a crash the task must show as possibly billed."""
+    def mark_submitted(self, run_id: int, task: Task, fingerprint: str, *,
+                       commit: bool = True) -> None:
+        """Committed before the request leaves: after a crash the task must show as
+        possibly billed. `commit=False` leaves the commit to the caller, who must make it
+        before the request leaves (run/commits.py: requests leaving together share one)."""
         first = str(task.images[0]) if task.images else None
         self._set_task(
             task.id, fingerprint, State.SUBMITTED, terminal=0, reason=None, error_type=None,
@@ -188,7 +191,8 @@ class Ledger(Claims, FileHashes):
             first_input=first,
         )
         self.claim(task, fingerprint)
-        self.flush()
+        if commit:
+            self.flush()
 
     def record_attempt(self, attempt: Attempt) -> int:
         """Log one HTTP attempt (batched) and return its number (1-based per task)."""
