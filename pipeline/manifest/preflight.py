@@ -151,6 +151,9 @@ class Preflight:
         self.manifest, self.models, self.known = manifest, models, known
         self.max_problems = max_problems
         self.report: ValidationReport | None = None
+        # The sizes of the inputs checked last (a bounded window): a plan estimating the
+        # tasks just passed takes them from here instead of reading each header again.
+        self.dimensions: dict[Path, tuple[int, int]] = {}
 
     def __iter__(self) -> Iterator[Task]:
         manifest, models = self.manifest, self.models
@@ -174,6 +177,7 @@ class Preflight:
             for key in task.left_out:
                 left_out.setdefault(task.model, Counter())[key] += 1
             cost = models.estimate(task, checked.dimensions)  # no header read: preflight's
+            self._remember(checked.dimensions)
             cost_by_model[task.model] = cost_by_model.get(task.model, 0.0) + cost
             images += len(task.images)
             outputs += task.n
@@ -185,6 +189,14 @@ class Preflight:
             cost=sum(cost_by_model.values()), by_model=dict(by_model),
             cost_by_model=cost_by_model, warnings=tuple(warnings),
             left_out={m: dict(c) for m, c in left_out.items()})
+
+    def _remember(self, dimensions: Mapping[Path, tuple[int, int]]) -> None:
+        self.dimensions.update(dimensions)
+        while len(self.dimensions) > _REMEMBERED:  # oldest first: dicts keep their order
+            del self.dimensions[next(iter(self.dimensions))]
+
+
+_REMEMBERED = 4096  # well above a plan's look-up chunk (500 tasks), so its estimate finds them
 
 
 def _label(task: Task | None, origin: Location | None) -> str:

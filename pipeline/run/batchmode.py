@@ -10,7 +10,8 @@ estimate and the runner use it before anything is sent (run/batch.py sends).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Protocol
 
 from pipeline.config.models import Models
@@ -30,14 +31,16 @@ def takes(task: Task, models: Models, provider: Provider, settings: Settings) ->
 
 
 def estimator(models: Models, provider: Provider, settings: Settings,
-              selection: Selection | None = None) -> Callable[[Task], float]:
-    """A task's estimated price: half the list price when it goes into a batch."""
+              selection: Selection | None = None,
+              known: Mapping[Path, tuple[int, int]] | None = None) -> Callable[[Task], float]:
+    """A task's estimated price: half the list price when it goes into a batch.
+    `known`: input sizes the caller has already (the check pass's); others read."""
     if selection is not None:
         settings = settings_for(settings, selection)
 
     def estimate(task: Task) -> float:
         factor = PRICE_FACTOR if takes(task, models, provider, settings) else 1.0
-        return models.estimate(task) * factor
+        return models.estimate(task, known) * factor
 
     return estimate
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pipeline.simulator.app import SimulatorThread
 from tests.conftest import Cli, tiny_image, write_manifest
 from tests.run.test_ours import glob_job
@@ -47,3 +49,18 @@ def test_a_rerun_sends_only_what_changed_or_went_missing(
     assert summary["plan"] == {"done": 2, "changed": 2}
     code, summary = cli.json(*run)
     assert (code, summary["plan"], summary["sent"]) == (0, {"done": 4}, 0)
+
+
+def test_a_first_run_estimates_from_the_sizes_its_check_found(tmp_path: Path) -> None:
+    """The plan's estimate of the tasks to send takes each input's width and height from
+    the check pass that decoded it a moment before: no input's header is read again."""
+    from pipeline.config import models as models_module
+    from pipeline.run import runner
+
+    manifest = glob_job(tmp_path, 6)
+    models_module._shape.cache_clear()
+    checked = runner.check(runner.RunOptions(manifest=manifest, base_url="http://127.0.0.1:9/v1"))
+    assert checked.plan.to_send == 6
+    assert checked.plan.estimate == pytest.approx(checked.report.cost)
+    assert checked.plan.estimate > 0
+    assert models_module._shape.cache_info().misses == 0  # no header opened for the plan
