@@ -149,15 +149,18 @@ def walk(tasks: Iterable[Task], ledger: Ledger, *, found: Found = Found.ADOPT,
 
 
 CHUNK = 500  # tasks looked up in the ledger at once: one query, a small dict
+FIRST_CHUNK = 16  # the first chunks are small and grow: a run's first request waits for few
 
 
 def _chunks(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
     chunk: list[Task] = []
+    goal = min(FIRST_CHUNK, size)
     for task in tasks:
         chunk.append(task)
-        if len(chunk) == size:
+        if len(chunk) == goal:
             yield chunk
             chunk = []
+            goal = min(goal * 2, size)
     if chunk:
         yield chunk
 
