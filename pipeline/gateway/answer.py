@@ -264,9 +264,9 @@ async def checked_images(sources: list[bytes | str], *, n: int, max_bytes: int,
                          ) -> tuple[list[bytes], list[str]]:
     """Images and their formats from what a route found: bytes already decoded, a `data:`
     URL, or an http(s) URL for `fetch`. Exactly `n` sources are expected (use `take`
-    first); each passes `check_image`, in a worker thread (a 1024x1024 PNG takes ~10 ms
-    of CPU to decode; the event loop keeps sending meanwhile). `limiter` bounds how many
-    decode at once, and so the memory their pixels take."""
+    first); each passes `check_image`, in a worker thread (a 1024x1024 PNG takes ~2-17 ms
+    of CPU to check, a jpeg or webp to decode; the event loop keeps sending meanwhile).
+    `limiter` bounds how many are checked at once, and so the memory they take."""
     if len(sources) != n:
         raise BadResponse(f"the answer holds {len(sources)} image(s); {n} were asked for")
     images, formats = [], []
