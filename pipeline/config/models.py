@@ -50,6 +50,8 @@ class FileFacts:
 
     size: int
     format: str | None  # png / jpeg / webp, or None when it is no image we know
+    # Width and height, when a check that decoded the file (kept in the ledger) knows them.
+    dimensions: tuple[int, int] | None = None
 
 
 def probe(path: Path) -> FileFacts:
@@ -242,14 +244,19 @@ class Models(Mapping[str, ModelSpec]):
             problems += _mask_problems(spec, task, facts)
         return problems
 
-    def estimate(self, task: Task) -> float:
+    def estimate(self, task: Task,
+                 known: Mapping[Path, tuple[int, int]] | None = None) -> float:
         """USD for one task: from tokens (input images and prompt included) for a
-        token-priced model, else price per image (by quality and size) times n; 0 if unpriced."""
+        token-priced model, else price per image (by quality and size) times n; 0 if unpriced.
+        `known`: input width and height the caller already has (preflight's, from the
+        ledger); any other input's are read from its header."""
         spec = self.get(task.model)
         if spec is None:
             return 0.0
         if spec.output_tokens and spec.usage_price:
-            return cost.token_estimate(spec, task, _dimensions)
+            if not known:
+                return cost.token_estimate(spec, task, _dimensions)
+            return cost.token_estimate(spec, task, lambda p: known.get(p) or _dimensions(p))
         quality, size = task.fields.get("quality"), task.fields.get("size")
         return spec.price_per_image(quality, size) * task.n
 
@@ -343,9 +350,9 @@ def _image_problems(
             problems.append((where, f"{path} is {found.format or 'no known image format'}; "
                                     f"{name} takes {'/'.join(spec.formats)}: convert it"))
         if spec.square and found.format is not None:
-            shape = image_shape(path)
-            if shape and shape.width != shape.height:
-                problems.append((where, f"{path} is {shape.width}x{shape.height}; {name} "
+            shape = found.dimensions or _dimensions(path)
+            if shape and shape[0] != shape[1]:
+                problems.append((where, f"{path} is {shape[0]}x{shape[1]}; {name} "
                                         "takes only square images: crop or pad it"))
     return problems
 

@@ -106,12 +106,16 @@ class Gateway:
         return int(spec.max_answer_mb * MB) if spec is not None else DEFAULT_MAX_BYTES
 
     async def edit(self, task: Task, idempotency_key: str, route: str | None = None,
-                   ready: Callable[[], Awaitable[object]] | None = None) -> Answer:
+                   ready: Callable[[], Awaitable[object]] | None = None,
+                   answered: Callable[[], object] | None = None) -> Answer:
         """One attempt of `task` over `route` (its configured one when None). `ready` is
         awaited once the body is built, right before the request is written: a pacer's
-        turn taken there is the spacing the server sees."""
+        turn taken there is the spacing the server sees. `answered` is called once the
+        gateway's answer is read whole, before its images are checked: from then on the
+        request holds no place at the gateway."""
         try:
-            return await self._edit(task, idempotency_key, ROUTES[route or task.route], ready)
+            return await self._edit(task, idempotency_key, ROUTES[route or task.route],
+                                    ready, answered)
         except RequestError as exc:
             self._clean(exc)
             raise
@@ -128,7 +132,8 @@ class Gateway:
                 setattr(exc, name, clean(value, self._secrets, limit=200))
 
     async def _edit(self, task: Task, idempotency_key: str, way: ModuleType,
-                    ready: Callable[[], Awaitable[object]] | None) -> Answer:
+                    ready: Callable[[], Awaitable[object]] | None,
+                    answered: Callable[[], object] | None) -> Answer:
         limit = self.max_answer_bytes(task.model)
         with ExitStack() as files:
             sent = await way.request(task, self.provider, files)
@@ -161,6 +166,8 @@ class Gateway:
                 # The connection broke after we began sending: we cannot know
                 # whether the gateway got (and billed) the request.
                 raise OutcomeUnknown(f"connection lost: {exc}") from exc
+        if answered is not None:
+            answered()
         try:
             return await self._answer(way, task, body, request_id, limit)
         except BadResponse as exc:

@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.lowlevel
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -213,29 +214,82 @@ def _forget(times: deque[float], before: float) -> None:
 
 class AdaptiveConcurrency:
     """AIMD: halve the number of requests in flight on an upstream overload, add one
-    back after `window` successes, never above `ceiling` nor below 1."""
+    back after `window` successes, never above `ceiling` nor below 1.
+
+    A request holds its slot only while it is on the wire (`Slot`): taken once its body
+    is built, given back as soon as its answer is read. Building the body and checking
+    and saving the answer are our work, and a slot held through them leaves the gateway
+    idle while answers that came back together wait their turn to be decoded. A freed
+    slot wakes one waiter, not all of them: a hundred waiting workers woken per answer
+    is the event loop's time spent for nothing."""
 
     def __init__(self, ceiling: int, *, window: int | None = None):
         self.ceiling = ceiling
         self.limit = float(ceiling)
         self.window = window or max(1, ceiling)
         self.in_flight = 0
-        self._changed = anyio.Condition()
+        self._waiting: deque[anyio.Event] = deque()
+        self._promised = 0  # waiters woken for a free slot that have not run yet
 
-    async def __aenter__(self) -> None:
-        async with self._changed:
-            while self.in_flight >= int(self.limit):
-                await self._changed.wait()
+    def slot(self) -> Slot:
+        """A place on the wire for one request, taken later (`Slot.take`)."""
+        return Slot(self)
+
+    async def _acquire(self) -> None:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if not self._waiting and self.in_flight + self._promised < int(self.limit):
             self.in_flight += 1
+            return
+        woken = anyio.Event()
+        self._waiting.append(woken)
+        try:
+            await woken.wait()
+        except BaseException:
+            if woken.is_set():  # the slot it was woken for goes to the next in line
+                self._promised -= 1
+                self._wake()
+            else:
+                self._waiting.remove(woken)
+            raise
+        self._promised -= 1
+        self.in_flight += 1
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        async with self._changed:
-            self.in_flight -= 1
-            self._changed.notify_all()
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake as many waiters, first come first served, as there are free slots (a
+        woken waiter's slot is promised to it until it runs)."""
+        while self._waiting and self.in_flight + self._promised < int(self.limit):
+            self._waiting.popleft().set()
+            self._promised += 1
 
     def on_success(self) -> None:
         # Additive increase: +1 slot per `window` successes.
+        before = int(self.limit)
         self.limit = min(self.ceiling, self.limit + 1 / self.window)
+        if int(self.limit) > before:
+            self._wake()
 
     def on_overload(self) -> None:
         self.limit = max(1.0, self.limit / 2)
+
+
+class Slot:
+    """One request's place on the wire: `take` waits for a free one, `give_back` returns
+    it (once; later calls, or calls before `take`, do nothing)."""
+
+    def __init__(self, limit: AdaptiveConcurrency):
+        self._limit = limit
+        self.held = False
+
+    async def take(self) -> None:
+        assert not self.held, "a slot is taken once"
+        await self._limit._acquire()
+        self.held = True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self._limit._release()

@@ -32,6 +32,8 @@ class HashCache(Protocol):
 
     def file_hash(self, path: Path, size: int, mtime_ns: int) -> str | None: ...
 
+    def checked_hash(self, path: Path) -> str | None: ...
+
     def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str,
                       format: str | None = None) -> None: ...
 
@@ -45,6 +47,9 @@ class MemoryHashCache:
     def file_hash(self, path: Path, size: int, mtime_ns: int) -> str | None:
         return self._hashes.get((str(path), size, mtime_ns))
 
+    def checked_hash(self, path: Path) -> str | None:
+        return None
+
     def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str,
                       format: str | None = None) -> None:
         self._hashes[(str(path), size, mtime_ns)] = sha256
@@ -55,6 +60,8 @@ def content_hash(path: Path, cache: HashCache) -> str:
 
     Raises OSError when the file cannot be read (the manifest checks files first).
     """
+    if (checked := cache.checked_hash(path)) is not None:
+        return checked  # the check pass stat()ed it a moment ago and found it unchanged
     before = os.stat(path)
     cached = cache.file_hash(path, before.st_size, before.st_mtime_ns)
     if cached is not None:

@@ -152,6 +152,16 @@ def m005_batches(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX tasks_by_batch ON tasks (batch) WHERE batch IS NOT NULL")
 
 
+@migration
+def m006_input_dimensions(db: sqlite3.Connection) -> None:
+    # Width and height as the full check decoded them, beside its verdict: the cost
+    # estimate counts input-image tokens from them instead of opening each input's header
+    # again on every run. NULL on rows checked before this: the next run reads those
+    # headers once and fills them in (manifest/inputs.py).
+    db.execute("ALTER TABLE file_hashes ADD COLUMN width INTEGER")
+    db.execute("ALTER TABLE file_hashes ADD COLUMN height INTEGER")
+
+
 # A schema change is a new `@migration def m00N_...(db)` here, after the last one.
 
 

@@ -87,7 +87,7 @@ class Claims:
 
     def claim(self, task: Task, fingerprint: str) -> None:
         """Record every path `task` may write, before its request goes out (the caller
-        commits: mark_submitted does)."""
+        commits: mark_submitted does, or its caller)."""
         for stem, suffixes in output_slots(task).items():
             self._claim(stem, task.id, fingerprint, suffixes)
 

@@ -137,6 +137,7 @@ def walk(tasks: Iterable[Task], ledger: Ledger, *, found: Found = Found.ADOPT,
     rejected = Reviews(ledger).rejected()  # a few ids: people review, not machines
     for chunk in _chunks(tasks, CHUNK):
         states = ledger.states([task.id for task in chunk])
+        ledger.look_up(path for task in chunk for path in (*task.images, task.mask) if path)
         for task in chunk:
             task, fp, category = _categorised(task, states.get(task.id), ledger, found,
                                               endpoint)

@@ -56,7 +56,7 @@ class TaskState(NamedTuple):
     fingerprint: str
     state: State
     terminal: bool
-    outputs: list[str]
+    outputs: list[str]  # empty when `written` is known: its paths are the outputs
     written: list[list[Any]] | None = None  # [[path, size, mtime_ns, sha256], ...]
     endpoint: str | None = None  # "provider@host" of the success
 

@@ -68,6 +68,8 @@ class Ledger(Claims, FileHashes):
         self._pending = 0
         self._last_commit = clock()
         self._closed = False
+        self._near = {}  # FileHashes: the rows of the chunk of inputs being looked at
+        self._checked = {}  # FileHashes: hashes the check pass just vouched for
 
     @classmethod
     def open(
@@ -177,8 +179,11 @@ class Ledger(Claims, FileHashes):
         )
         self.flush()
 
-    def mark_submitted(self, run_id: int, task: Task, fingerprint: str) -> None:
-        """Committed at once: after a crash the task must show as possibly billed."""
+    def mark_submitted(self, run_id: int, task: Task, fingerprint: str, *,
+                       commit: bool = True) -> None:
+        """Committed before the request leaves: after a crash the task must show as
+        possibly billed. `commit=False` leaves the commit to the caller, who must make it
+        before the request leaves (run/commits.py: requests leaving together share one)."""
         first = str(task.images[0]) if task.images else None
         self._set_task(
             task.id, fingerprint, State.SUBMITTED, terminal=0, reason=None, error_type=None,
@@ -186,7 +191,8 @@ class Ledger(Claims, FileHashes):
             first_input=first,
         )
         self.claim(task, fingerprint)
-        self.flush()
+        if commit:
+            self.flush()
 
     def record_attempt(self, attempt: Attempt) -> int:
         """Log one HTTP attempt (batched) and return its number (1-based per task)."""
@@ -294,8 +300,11 @@ class Ledger(Claims, FileHashes):
 
     def states(self, ids: Sequence[str] | None = None) -> dict[str, TaskState]:
         """task id → (fingerprint, state, terminal, outputs) for `ids` (all when None).
-        Planning asks in chunks, so 100k tasks never sit in one dict."""
-        sql = "SELECT id, fingerprint, state, terminal, outputs, written, endpoint FROM tasks"
+        Planning asks in chunks, so 100k tasks never sit in one dict. `outputs` only
+        when nothing is `written` (an older row): the record of each file says it all."""
+        sql = ("SELECT id, fingerprint, state, terminal,"
+               " CASE WHEN written IS NULL THEN outputs ELSE '[]' END, written, endpoint"
+               " FROM tasks")
         if ids is None:
             rows = self._db.execute(sql)
         else:

@@ -195,10 +195,21 @@ class _Builder:
         self.root, self.default_model, self.ids = root, default_model, ids
         self.ours = ours
         self.models, self.routing = models, routing
+        # Entry index -> its fields: the same for every file of a glob, worked out once.
+        self.entry_fields: dict[int, tuple[dict[str, Any], tuple[str, ...]]] = {}
 
     def fields(self, entry: Entry, values: Mapping[str, Any]) -> tuple[dict[str, Any],
                                                                         tuple[str, ...]]:
         """The request fields, and the defaults left out because the model refuses them."""
+        if values is not entry.values:  # a csv row's, or one model's of `models:`
+            return self._fields(entry, values)
+        known = self.entry_fields.get(entry.index)
+        if known is None:
+            known = self.entry_fields[entry.index] = self._fields(entry, values)
+        return dict(known[0]), known[1]  # a dict of its own for each task
+
+    def _fields(self, entry: Entry, values: Mapping[str, Any]) -> tuple[dict[str, Any],
+                                                                         tuple[str, ...]]:
         fields = {k: values[k] for k in REQUEST_FIELDS if k in values}
         fields.setdefault("model", self.default_model)
         if self.models is None:
@@ -237,7 +248,7 @@ class _Builder:
         mask = resolve(root, str(values["mask"])) if values.get("mask") else None
         rel = relative(root, images[0])
         folder, _, name = rel.rpartition("/")
-        placeholders = {**(columns or {}), "dir": folder or ".", "stem": Path(name).stem}
+        placeholders = {**(columns or {}), "dir": folder or ".", "stem": _stem(name)}
         problems: tuple[Problem, ...] = ()
         given = values.get("id")
         if known_id is not None:
@@ -261,6 +272,13 @@ class _Builder:
                     placeholders=placeholders, route=route, left_out=left_out,
                     prepare=prepare if isinstance(prepare, Prepare) else None)
         return Made(entry, task, problems, origin, first is not None)
+
+
+def _stem(name: str) -> str:
+    """Path(name).stem without building a Path: the name up to its last dot, unless that
+    dot starts or ends it (pathlib's rule)."""
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
 def _glob_tasks(build: _Builder, entry: Entry) -> Iterator[Made]:

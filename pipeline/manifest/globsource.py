@@ -82,7 +82,8 @@ def matches_any(root: Path, patterns: list[str], exclude: list[str]) -> Iterator
             parts.append("*")  # `old/**` leaves out everything under old/
         (by_path if len(parts) > 1 else by_name).append(_regex(parts or ["*"]))
     previous = None
-    for path in heapq.merge(*(matches(root, p) for p in patterns)):
+    streams = [matches(root, p) for p in patterns]
+    for path in streams[0] if len(streams) == 1 else heapq.merge(*streams):
         if path == previous:
             continue  # two patterns matched the same file: one task
         previous = path

@@ -3,7 +3,8 @@ image the API takes, under Pillow's decompression-bomb limit.
 
 Owns the one full read of each input: its bytes are hashed and fully decoded
 once per content, and the verdict is kept in the ledger beside the hash (through
-an InputCache), so a re-run over an unchanged catalog opens nothing.
+an InputCache) with the width and height the decode found, so a re-run over an
+unchanged catalog opens nothing, and the cost estimate needs no header read.
 
 It never opens anything but a regular file (a FIFO would hang the run while it
 holds the lock), never keeps an image in memory past its check, and never writes.
@@ -16,12 +17,13 @@ import io
 import os
 import stat
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
 
-from pipeline.config.models import FileFacts, sniff_format
+from pipeline.config.models import FileFacts, image_shape, sniff_format
 
 OK = "ok"
 # Larger files are not decoded here: the model's size limit refuses them anyway.
@@ -37,15 +39,27 @@ _NOT_TAKEN = {
 }
 
 
+Dimensions = tuple[int, int]  # width, height
+# What a full check found: format ("" when none), verdict, width and height (None when
+# it could not tell, or when the check was made before the ledger kept them).
+Known = tuple[str, str, int | None, int | None]
+
+
 class InputCache(Protocol):
     """What an earlier check found for an unchanged (path, size, mtime). The Ledger is one."""
 
-    def known_input(self, path: Path, size: int, mtime_ns: int) -> tuple[str, str] | None: ...
+    def look_up(self, paths: Iterable[Path]) -> None: ...
 
-    def known_content(self, sha256: str) -> tuple[str, str] | None: ...
+    def known_input(self, path: Path, size: int, mtime_ns: int) -> Known | None: ...
+
+    def known_content(self, sha256: str) -> Known | None: ...
 
     def remember_input(self, path: Path, size: int, mtime_ns: int, sha256: str,
-                       format: str | None, verdict: str) -> None: ...
+                       format: str | None, verdict: str,
+                       dimensions: Dimensions | None = None) -> None: ...
+
+    def remember_dimensions(self, path: Path, size: int, mtime_ns: int,
+                            dimensions: Dimensions) -> None: ...
 
 
 def check_input(path: Path, cache: InputCache | None) -> FileFacts | str:
@@ -60,23 +74,46 @@ def check_input(path: Path, cache: InputCache | None) -> FileFacts | str:
     if found.st_size == 0:
         return f"{path} is empty (0 bytes)"
     known = cache.known_input(path, found.st_size, found.st_mtime_ns) if cache else None
-    fmt, verdict = known if known is not None else _check(path, found, cache)
+    fmt, verdict, width, height = known if known is not None else _check(path, found, cache)
     problem = _misnamed(path, fmt) if verdict == OK else verdict
-    return f"{path} {problem}" if problem else FileFacts(found.st_size, fmt or None)
+    if problem:
+        return f"{path} {problem}"
+    dimensions = _pair(width, height)
+    if dimensions is None and known is not None:
+        dimensions = _dimensions_once(path, found, cache)
+    return FileFacts(found.st_size, fmt or None, dimensions)
 
 
-def _check(path: Path, found: os.stat_result, cache: InputCache | None) -> tuple[str, str]:
+def _check(path: Path, found: os.stat_result, cache: InputCache | None) -> Known:
     """Read the file once: its hash, its format, and what decoding it found (taken from
     another file with the same bytes when the ledger knows one)."""
     data = _read(path)
     sha256 = hashlib.sha256(data).hexdigest()
     fmt = sniff_format(data[:16]) or ""
     same = cache.known_content(sha256) if cache is not None else None
-    verdict = same[1] if same is not None else _decoded(data, fmt)
+    verdict, dimensions = (same[1], _pair(same[2], same[3])) if same else _decoded(data, fmt)
     after = os.stat(path)
     if cache is not None and (after.st_size, after.st_mtime_ns) == (len(data), found.st_mtime_ns):
-        cache.remember_input(path, len(data), found.st_mtime_ns, sha256, fmt or None, verdict)
-    return fmt, verdict
+        cache.remember_input(path, len(data), found.st_mtime_ns, sha256, fmt or None, verdict,
+                             dimensions)
+    width, height = dimensions or (None, None)
+    return fmt, verdict, width, height
+
+
+def _pair(width: int | None, height: int | None) -> Dimensions | None:
+    return (width, height) if width is not None and height is not None else None
+
+
+def _dimensions_once(path: Path, found: os.stat_result,
+                     cache: InputCache | None) -> Dimensions | None:
+    """A file checked before the ledger kept sizes: its header, read once and remembered."""
+    shape = image_shape(path)
+    if shape is None:
+        return None
+    dimensions = (shape.width, shape.height)
+    if cache is not None:
+        cache.remember_dimensions(path, found.st_size, found.st_mtime_ns, dimensions)
+    return dimensions
 
 
 def _read(path: Path) -> bytes:
@@ -96,27 +133,28 @@ def _misnamed(path: Path, fmt: str) -> str | None:
             f" name, so rename it to .{'jpg' if fmt == 'jpeg' else fmt}")
 
 
-def _decoded(data: bytes, fmt: str) -> str:
-    """OK, or what is wrong with these bytes (no path: the same bytes, the same verdict)."""
+def _decoded(data: bytes, fmt: str) -> tuple[str, Dimensions | None]:
+    """OK, or what is wrong with these bytes (no path: the same bytes, the same verdict);
+    and the image's width and height when it decoded."""
     if not fmt:
-        return "is not a PNG, JPEG or WebP image"
+        return "is not a PNG, JPEG or WebP image", None
     if len(data) > DECODE_MAX_BYTES:
-        return OK  # too large for any model: the model check says so
+        return OK, None  # too large for any model: the model check says so
     if fmt == "png" and len(data) > 24 and data[24] == 16:  # IHDR bit depth
-        return _NOT_TAKEN["I;16"]
+        return _NOT_TAKEN["I;16"], None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                mode = image.mode
+                mode, dimensions = image.mode, image.size
                 image.load()
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         return (f"has more pixels than imgedit decodes ({exc}; Pillow's decompression-bomb"
-                " limit): downscale it, e.g. `magick in.jpg -resize 4096x4096 out.jpg`")
+                " limit): downscale it, e.g. `magick in.jpg -resize 4096x4096 out.jpg`"), None
     except (OSError, SyntaxError, ValueError) as exc:
-        return f"is damaged or cut short ({exc}): export or copy it again"
+        return f"is damaged or cut short ({exc}): export or copy it again", None
     problem = _NOT_TAKEN["I;16"] if mode.startswith("I;16") else _NOT_TAKEN.get(mode)
-    return problem or OK
+    return problem or OK, dimensions
 
 
 def preparable(message: str) -> bool:

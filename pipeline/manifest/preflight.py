@@ -11,7 +11,7 @@ and it never writes a file or sends a request.
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import os
 import sys
 from collections import Counter, OrderedDict
@@ -25,6 +25,7 @@ from pipeline.errors import ManifestError, Problem
 from pipeline.manifest import prepared
 from pipeline.manifest.entries import Made, os_reason
 from pipeline.manifest.inputs import InputCache, check_input, preparable
+from pipeline.manifest.problems import Problems
 from pipeline.task import IMAGE_FORMATS, Location, Task
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class Checked:
     problems: tuple[Problem, ...]
     origin: Location | None = None  # the csv row the task came from
     warning: Problem | None = None  # not wrong, but worth saying (a glob that found nothing)
+    # Width and height of its inputs, as their full check found them: the estimate's.
+    dimensions: Mapping[Path, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,36 +72,51 @@ def validate(manifest: Manifest, models: Models,
     """Check every task in manifest order, one at a time; problems are yielded, never raised.
 
     `known` (the ledger) remembers what each input's full check found, so an
-    unchanged catalog is stat()ed, not re-opened.
+    unchanged catalog is stat()ed, not re-opened: asked a chunk of tasks at a time.
     """
     files = _Files(known=known)
-    ours = manifest.ours
     seen = _Seen(manifest)
-    for made in manifest.expand():
-        task = made.task
-        if task is None:
-            yield Checked(None, made.problems, made.origin, made.warning)
+    made_so_far = manifest.expand()
+    while chunk := list(itertools.islice(made_so_far, LOOK_AHEAD)):
+        if known is not None:
+            known.look_up(path for made in chunk if made.task is not None
+                          for _, path in _inputs(made, made.task))
+        for made in chunk:
+            yield _checked(made, manifest, models, files, seen)
+
+
+LOOK_AHEAD = 500  # tasks whose inputs the ledger is asked about in one query
+
+
+def _checked(made: Made, manifest: Manifest, models: Models, files: _Files,
+             seen: _Seen) -> Checked:
+    task = made.task
+    if task is None:
+        return Checked(None, made.problems, made.origin, made.warning)
+    problems = list(made.problems)
+    facts: dict[Path, FileFacts] = {}
+    dimensions: dict[Path, tuple[int, int]] = {}
+    for key, path in _inputs(made, task):
+        found = files.get(path)
+        if key != "glob" and manifest.ours is not None and manifest.ours(path):
+            found = (f"{path} is a result imgedit wrote for this manifest, not an input:"
+                     " copy it elsewhere to edit it again")
+        if isinstance(found, str) and task.prepare is not None and preparable(found):
+            found = probe(path)  # CMYK, 16-bit, a wrong name: what prepare makes counts
+        if isinstance(found, str):
+            problems.append(Problem(made.entry.at(key), made.entry.name(key), found))
             continue
-        problems = list(made.problems)
-        facts: dict[Path, FileFacts] = {}
-        for key, path in _inputs(made, task):
-            found = files.get(path)
-            if key != "glob" and ours is not None and ours(path):
-                found = (f"{path} is a result imgedit wrote for this manifest, not an input:"
-                         " copy it elsewhere to edit it again")
-            if isinstance(found, str) and task.prepare is not None and preparable(found):
-                found = probe(path)  # CMYK, 16-bit, a wrong name: what prepare makes counts
-            if isinstance(found, str):
-                problems.append(Problem(made.entry.at(key), made.entry.name(key), found))
-            elif task.prepare is not None:  # the model gets the prepared file, not this one
-                facts[path] = prepared.facts(found, task.prepare, mask=key == "mask")
-            else:
-                facts[path] = found
-        for name, message in models.check(task, facts):
-            key = name.split("[")[0]
-            problems.append(Problem(made.entry.at(key), made.entry.name(name), message))
-        problems += seen.add(made, task)
-        yield Checked(task, tuple(problems), made.origin)
+        if found.dimensions is not None:
+            dimensions[path] = found.dimensions
+        if task.prepare is not None:  # the model gets the prepared file, not this one
+            facts[path] = prepared.facts(found, task.prepare, mask=key == "mask")
+        else:
+            facts[path] = found
+    for name, message in models.check(task, facts):
+        key = name.split("[")[0]
+        problems.append(Problem(made.entry.at(key), made.entry.name(name), message))
+    problems += seen.add(made, task)
+    return Checked(task, tuple(problems), made.origin, dimensions=dimensions)
 
 
 def check_all(
@@ -115,36 +133,58 @@ def check_all(
     naming the first task and how many more; at most `max_problems` shown).
     `on_task` sees each good task as it passes, e.g. to print a plan.
     """
-    found = _Problems(max_problems)
-    by_model: Counter[str] = Counter()
-    cost_by_model: dict[str, float] = {}
-    left_out: dict[str, Counter[str]] = {}
-    images = outputs = 0
-    warnings: list[Problem] = []
-    for problem in manifest.problems:
-        found.add(problem, "")
-    for checked in validate(manifest, models, known):
-        task = checked.task
-        if checked.warning is not None:
-            warnings.append(checked.warning)
-        for problem in checked.problems:
-            found.add(problem, _label(task, checked.origin))
-        if task is None or checked.problems:
-            continue
-        by_model[task.model] += 1
-        for key in task.left_out:
-            left_out.setdefault(task.model, Counter())[key] += 1
-        cost_by_model[task.model] = cost_by_model.get(task.model, 0.0) + models.estimate(task)
-        images += len(task.images)
-        outputs += task.n
+    checking = Preflight(manifest, models, max_problems=max_problems, known=known)
+    for task in checking:
         if on_task is not None:
             on_task(task)
-    if found:
-        raise ManifestError(found.result(manifest.path))
-    return ValidationReport(tasks=sum(by_model.values()), images=images, outputs=outputs,
-                            cost=sum(cost_by_model.values()), by_model=dict(by_model),
-                            cost_by_model=cost_by_model, warnings=tuple(warnings),
-                            left_out={m: dict(c) for m, c in left_out.items()})
+    assert checking.report is not None
+    return checking.report
+
+
+class Preflight:
+    """check_all as an iterator of the good tasks, so a run plans each as it passes and
+    expands its manifest once, not twice. When the pass ends, every problem is raised at
+    once (ManifestError, as check_all), before the caller acts on its plan; else `report`."""
+
+    def __init__(self, manifest: Manifest, models: Models, *, max_problems: int = 1000,
+                 known: InputCache | None = None):
+        self.manifest, self.models, self.known = manifest, models, known
+        self.max_problems = max_problems
+        self.report: ValidationReport | None = None
+
+    def __iter__(self) -> Iterator[Task]:
+        manifest, models = self.manifest, self.models
+        found = Problems(self.max_problems)
+        by_model: Counter[str] = Counter()
+        cost_by_model: dict[str, float] = {}
+        left_out: dict[str, Counter[str]] = {}
+        images = outputs = 0
+        warnings: list[Problem] = []
+        for problem in manifest.problems:
+            found.add(problem, "")
+        for checked in validate(manifest, models, self.known):
+            task = checked.task
+            if checked.warning is not None:
+                warnings.append(checked.warning)
+            for problem in checked.problems:
+                found.add(problem, _label(task, checked.origin))
+            if task is None or checked.problems:
+                continue
+            by_model[task.model] += 1
+            for key in task.left_out:
+                left_out.setdefault(task.model, Counter())[key] += 1
+            cost = models.estimate(task, checked.dimensions)  # no header read: preflight's
+            cost_by_model[task.model] = cost_by_model.get(task.model, 0.0) + cost
+            images += len(task.images)
+            outputs += task.n
+            yield task
+        if found:
+            raise ManifestError(found.result(manifest.path))
+        self.report = ValidationReport(
+            tasks=sum(by_model.values()), images=images, outputs=outputs,
+            cost=sum(cost_by_model.values()), by_model=dict(by_model),
+            cost_by_model=cost_by_model, warnings=tuple(warnings),
+            left_out={m: dict(c) for m, c in left_out.items()})
 
 
 def _label(task: Task | None, origin: Location | None) -> str:
@@ -186,9 +226,10 @@ class _Files:
 def _key(path: str) -> int:
     # A 64-bit int per path instead of the path itself (36 bytes, not ~100): 100k tasks
     # stay small; a chance collision (about 1 in 10^8 at 100k tasks) would only report a
-    # clash that is not there, never hide one.
-    digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    # clash that is not there, never hide one. Python's own string hash (64-bit SipHash,
+    # salted per process) will do: the keys live for one pass, and it costs a tenth of
+    # a blake2b, six times a task.
+    return hash(path)
 
 
 class _Seen:
@@ -306,9 +347,9 @@ def _output_stems(task: Task) -> dict[tuple[str, str | None], None]:
     honest = "{ext:" in task.output or "{ext!" in task.output  # a format spec: render each
     for index in range(task.n):
         if honest:
-            names = [os.path.normpath(task.output_path(index, ext)) for ext in _EXTS]
+            names = [os.path.normpath(task.output_name(index, ext)) for ext in _EXTS]
         else:
-            shape = os.path.normpath(task.output_path(index, _EXT))
+            shape = os.path.normpath(task.output_name(index, _EXT))
             if shape.endswith("." + _EXT) and shape.count(_EXT) == 1:
                 stems[(shape[: -len(_EXT) - 1], None)] = None
                 continue
@@ -324,38 +365,3 @@ def _template_problem(task: Task, exc: Exception) -> str:
         return (f"output template {task.output!r} uses {{{exc.args[0]}}}, which is not known "
                 f"here; use {known}")
     return f"output template {task.output!r} cannot be filled ({exc}): known are {known}"
-
-
-class _Problems:
-    """Problems in order, identical ones folded together, at most `limit` kept."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.kept: list[tuple[Problem, str]] = []
-        self.more: dict[tuple[Location, str, str], int] = {}  # key -> same problem seen again
-        self.hidden = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.kept)
-
-    def add(self, problem: Problem, label: str) -> None:
-        key = (problem.where, problem.field, problem.message)
-        if key in self.more:
-            self.more[key] += 1
-        elif len(self.kept) < self.limit:
-            self.more[key] = 0
-            self.kept.append((problem, label))
-        else:
-            self.hidden += 1
-
-    def result(self, manifest: Path) -> list[Problem]:
-        out = []
-        for problem, label in self.kept:
-            more = self.more[(problem.where, problem.field, problem.message)]
-            note = f"{label} and {more} more" if label and more else label
-            message = f"{problem.message} ({note})" if note else problem.message
-            out.append(Problem(problem.where, problem.field, message))
-        if self.hidden:
-            out.append(Problem(Location(manifest), "tasks", f"{self.hidden} more problems not "
-                               "shown: fix these and validate again"))
-        return out

@@ -3,7 +3,8 @@
 Owns one rule: a task whose last attempt may have been billed with no answer (a read
 timeout, a dropped connection, 504/524) is `unknown`; any other is `failed`, terminal or
 not as the caller decided. And the short label of an error's cause, for the ledger and
-the retry counts. It never decides a verdict (gateway/classify.py does) and never sends.
+the retry counts; and an error stripped of its frames, to be kept for later attempts.
+It never decides a verdict (gateway/classify.py does) and never sends.
 """
 
 from __future__ import annotations
@@ -34,3 +35,14 @@ def mark(ledger: Ledger, tally: Tally, task: Task, fingerprint: str,
                            error_code=getattr(last, "code", None))
         tally.failed += 1
     tally.failure(task.id, reason)
+
+
+def without_frames(exc: RequestError) -> RequestError:
+    """The error, kept for the task's next attempts without the frames it was raised
+    through: they hold the answer's body (up to max_answer_mb) until the task ends."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        seen.__traceback__ = None
+        seen = seen.__cause__ or seen.__context__
+    return exc
+

@@ -51,8 +51,10 @@ class PreparingGateway(Gateway):
         self.preparer = preparer
 
     async def edit(self, task: Task, idempotency_key: str, route: str | None = None,
-                   ready: Callable[[], Awaitable[object]] | None = None) -> Answer:
-        return await super().edit(await self.preparer(task), idempotency_key, route, ready)
+                   ready: Callable[[], Awaitable[object]] | None = None,
+                   answered: Callable[[], object] | None = None) -> Answer:
+        return await super().edit(await self.preparer(task), idempotency_key, route, ready,
+                                  answered)
 
 
 class Preparer:

@@ -24,7 +24,6 @@ from pipeline.config.models import Models
 from pipeline.config.routes import Routing
 from pipeline.config.settings import (
     Provider,
-    Settings,
     config_dir,
     config_file,
     load_provider,
@@ -38,9 +37,10 @@ from pipeline.ledger.lock import RunLock
 from pipeline.ledger.plan import Category, Found, Plan, Selection, select, walk
 from pipeline.ledger.store import Ledger
 from pipeline.manifest import load as manifest_mod
-from pipeline.manifest.preflight import ValidationReport, check_all
-from pipeline.run import batchmode, console, folders, redo, spool
+from pipeline.manifest.preflight import ValidationReport
+from pipeline.run import batchmode, console, folders, planning, redo, spool
 from pipeline.run.batchstart import batcher_for
+from pipeline.run.planning import Job
 from pipeline.run.pricing import pricer as _pricer
 from pipeline.task import Task
 from pipeline.views import summary
@@ -107,20 +107,9 @@ class Checked:
                                  batch_prices=self.job.settings.batch)
 
 
-@dataclass
-class Job:
-    """Everything resolved before anything is sent."""
-
-    manifest: manifest_mod.Manifest
-    models: Models
-    settings: Settings
-    provider: Provider
-    ledger_path: Path
-
-
 def prepare(options: RunOptions) -> Job:
     """Load the manifest and the config; raises InputError (exit 2). Files and model
-    limits are checked by `_check`, once the ledger's cache can vouch for unchanged files."""
+    limits are checked by `planning`, once the ledger's cache can vouch for unchanged files."""
     folder = config_dir(options.config)
     models = Models.load(config_file(folder, "models.yaml"))
     defaults = read_yaml(config_file(folder, "defaults.yaml"))
@@ -138,36 +127,6 @@ def prepare(options: RunOptions) -> Job:
                                                              provider.routes))
     ledger_path = options.ledger or ledger_mod.default_path(manifest.path)
     return Job(manifest, models, settings, provider, ledger_path)
-
-
-def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
-              found: Found = Found.ADOPT,
-              estimate: Callable[[Task], float] | None = None) -> Plan:
-    """What a run would send; raises InputError naming files in the way that are not ours.
-    `estimate`: a task's price (batch mode's is lower); the model's list price if None."""
-    plan = Plan()
-    clashes: list[str] = []
-    walked = walk(job.manifest.tasks(), ledger, found=found, endpoint=job.provider.endpoint,
-                  clashes=clashes)
-    for _ in select(walked, selection, job.models, plan, estimate):
-        pass
-    if clashes:
-        raise InputError("files in the way of this run's outputs (nothing was sent):\n  "
-                         + "\n  ".join(clashes[:20])
-                         + (f"\n  ... and {len(clashes) - 20} more" if len(clashes) > 20 else ""))
-    return plan
-
-
-def _check(job: Job, ledger: Ledger) -> ValidationReport:
-    """Every file, id, output and model limit; raises ManifestError with all problems.
-    From here on no glob takes a file of ours (known to this ledger) for an input.
-    Returns the warnings (a glob that matched nothing)."""
-    job.manifest = dataclasses.replace(job.manifest, ours=ledger.is_ours)
-    report = check_all(job.manifest, job.models, known=ledger)
-    if job.settings.batch and not job.provider.batch:
-        raise ConfigError(f"provider {job.provider.name} has no Batch API (`batch: true` in "
-                          "providers.yaml): run without --batch, or pick a provider that has one")
-    return report
 
 
 def run(options: RunOptions, out: Callable[[str], None]) -> int:
@@ -188,10 +147,9 @@ def check(options: RunOptions) -> Checked:
     with tempfile.TemporaryDirectory(prefix="imgedit-plan-") as scratch:
         path = job.ledger_path if job.ledger_path.exists() else Path(scratch, "plan.sqlite")
         with Ledger.open(path, recover=False) as ledger, _damaged(path):
-            report = _check(job, ledger)
-            plan = plan_only(job, ledger, options.selection, found=Found.COUNT,
-                             estimate=batchmode.estimator(job.models, job.provider,
-                                                          job.settings, options.selection))
+            checking = planning.check(job, ledger)
+            plan = planning.plan(job, ledger, options.selection, checking, found=Found.COUNT)
+            report = planning.report(job, checking)
             folders.check(plan.room, clean=False)
     return Checked(job, plan, report)
 
@@ -225,10 +183,13 @@ def _planned(options: RunOptions
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
     with lock, Ledger.open(job.ledger_path) as ledger, _damaged(job.ledger_path):
         spool.deliver(spool.folder(job.ledger_path), ledger)  # paid earlier, not yet written
-        warnings = _warnings(_check(job, ledger))
-        batcher = batcher_for(job, ledger, options)  # first collects what has ended
-        plan = plan_only(job, ledger, options.selection, estimate=batchmode.estimator(
-            job.models, job.provider, job.settings, options.selection))
+        checking = planning.check(job, ledger)
+        batcher = None
+        if batchmode.touches_batches(job.settings, ledger, options.wait):
+            planning.report(job, checking)  # every task checked before batches are collected
+            batcher = batcher_for(job, ledger, options)  # collects what has ended
+        plan = planning.plan(job, ledger, options.selection, checking)
+        warnings = _warnings(planning.report(job, checking))
         folders.check(plan.room)
         max_cost = job.settings.max_cost
         if max_cost is not None and plan.estimate > max_cost:

@@ -27,13 +27,15 @@ from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusErr
 from pipeline.gateway import retry
 from pipeline.gateway.classify import what_stops
 from pipeline.gateway.client import Answer, Gateway
-from pipeline.gateway.limits import AdaptiveConcurrency, Throttle
+from pipeline.gateway.limits import AdaptiveConcurrency, Slot, Throttle
 from pipeline.ledger.fingerprint import idempotency_key
 from pipeline.ledger.store import Attempt, Ledger
 from pipeline.run import outcomes
 from pipeline.run.board import Board, ModelStopped
+from pipeline.run.commits import GroupCommit
 from pipeline.run.diskwriter import DiskWriter
-from pipeline.run.outcomes import cause
+from pipeline.run.gil import loop_first
+from pipeline.run.outcomes import cause, without_frames
 from pipeline.run.redo import keep_rejected
 from pipeline.run.spool import kept_or_lost
 from pipeline.run.writer import Result, result_of, write_result
@@ -116,6 +118,7 @@ class Scheduler:
         # A few writer threads: enough to overlap fsyncs, few enough not to fight the
         # event loop for the GIL (40 threads made every call on the loop slower).
         self.disk = DiskWriter(threads=4)
+        self.commits = GroupCommit(ledger.flush)
         # Tasks an earlier run may have been billed for (left `unknown`, or failed on a paid
         # but unusable answer): a paid answer for one now may be a second charge.
         self.billed_before: set[str] = set()
@@ -124,13 +127,14 @@ class Scheduler:
         """Process (task, fingerprint) pairs until done or stopped."""
         send, receive = anyio.create_memory_object_stream[tuple[Task, str]](
             self.settings.concurrency * 2)
-        async with self.disk, anyio.create_task_group() as group:
-            group.start_soon(self._produce, work, send)
-            # Twice as many workers as requests allowed in flight: while some save their
-            # results, others keep every request slot busy. AdaptiveConcurrency caps the wire.
-            for _ in range(self.settings.concurrency * 2):
-                group.start_soon(self._work, receive.clone())
-            receive.close()
+        with loop_first():
+            async with self.disk, anyio.create_task_group() as group:
+                group.start_soon(self._produce, work, send)
+                # Twice as many workers as requests allowed in flight: while some check and
+                # save their answers, others keep every slot on the wire busy.
+                for _ in range(self.settings.concurrency * 2):
+                    group.start_soon(self._work, receive.clone())
+                receive.close()
 
     async def _produce(self, work: Iterable[tuple[Task, str]],
                        send: anyio.abc.ObjectSendStream[tuple[Task, str]]) -> None:
@@ -197,15 +201,18 @@ class Scheduler:
             raise Stopped
         return departed
 
-    async def _depart(self, task: Task, fingerprint: str, number: int,
+    async def _depart(self, task: Task, fingerprint: str, number: int, slot: Slot,
                       departure: Departure) -> None:
         """Called by the gateway with the body built, right before the request is written
-        (ModelStopped when the task's model stopped meanwhile)."""
+        (ModelStopped when the task's model stopped meanwhile): a place on the wire, the
+        pacer's turn, the `submitted` row committed."""
         self.board.check(task.model)
+        await slot.take()
         departed = await self._gate()
         self.board.check(task.model)
         if number == 1:
-            self.ledger.mark_submitted(self.run_id, task, fingerprint)
+            self.ledger.mark_submitted(self.run_id, task, fingerprint, commit=False)
+            await self.commits.committed()  # with the others leaving in this turn
         self.tally.in_flight += 1
         self.tally.sent()
         departure.at, departure.wall, departure.started = departed, time.time(), time.monotonic()
@@ -216,27 +223,29 @@ class Scheduler:
         number = len(failed) + 1
         if number > 1:
             self.tally.retrying -= 1  # its wait is over, whatever happens next
-        async with self.concurrency:
-            departure = Departure()
-            ready = functools.partial(self._depart, task, fingerprint, number, departure)
-            try:
-                answer = await self.gateway.edit(task, key, route, ready=ready)
-            except RequestError as exc:
-                self._on_paid_unusable(task, exc, failed)
-                self._count_billed(task, exc, failed)
-                self._on_error(task, exc, number, departure)
-                failed.append(_without_frames(exc))
-                raise
-            except anyio.get_cancelled_exc_class():
-                if departure.at is not None:
-                    # Shutdown's grace ran out with this request on the wire: maybe billed.
-                    cancelled = self._on_cancel(task, number, departure.wall)
-                    self._count_billed(task, cancelled, failed)
-                    failed.append(cancelled)
-                raise
-            finally:
-                if departure.at is not None:
-                    self.tally.in_flight -= 1
+        slot = self.concurrency.slot()  # taken with the body built, given back once answered
+        departure = Departure()
+        ready = functools.partial(self._depart, task, fingerprint, number, slot, departure)
+        try:
+            answer = await self.gateway.edit(task, key, route, ready=ready,
+                                             answered=slot.give_back)
+        except RequestError as exc:
+            self._on_paid_unusable(task, exc, failed)
+            self._count_billed(task, exc, failed)
+            self._on_error(task, exc, number, departure)
+            failed.append(without_frames(exc))
+            raise
+        except anyio.get_cancelled_exc_class():
+            if departure.at is not None:
+                # Shutdown's grace ran out with this request on the wire: maybe billed.
+                cancelled = self._on_cancel(task, number, departure.wall)
+                self._count_billed(task, cancelled, failed)
+                failed.append(cancelled)
+            raise
+        finally:
+            slot.give_back()
+            if departure.at is not None:
+                self.tally.in_flight -= 1
         assert departure.at is not None  # an answer came, so the request went
         self._count_billed(task, None, failed)
         self.concurrency.on_success()
@@ -387,14 +396,4 @@ class Scheduler:
         event(logging.ERROR, "task not written", id=task.id, error=reason)
         self.stop.set(f"cannot write to {where} ({exc.strerror or exc}); paid results are kept"
                       " beside the ledger and the next run writes them without a new request")
-
-
-def _without_frames(exc: RequestError) -> RequestError:
-    """The error, kept for the task's next attempts without the frames it was raised
-    through: they hold the answer's body (up to max_answer_mb) until the task ends."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        seen.__traceback__ = None
-        seen = seen.__cause__ or seen.__context__
-    return exc
 

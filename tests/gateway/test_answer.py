@@ -21,6 +21,7 @@ from PIL import Image
 
 from pipeline.errors import BadResponse
 from pipeline.gateway.answer import (
+    MAX_DEPTH,
     MB,
     b64_image,
     check_image,
@@ -95,9 +96,16 @@ def test_a_pixel_bomb_is_refused_before_it_is_decoded() -> None:
 
 # --- parse_json, usage_of, b64 -------------------------------------------------------------
 
-def test_json_nested_10000_deep_is_refused_without_recursing() -> None:
-    with pytest.raises(BadResponse, match="nested 10001 deep"):
+def test_json_nested_10000_deep_is_refused_without_a_crash() -> None:
+    with pytest.raises(BadResponse, match="nested over 1000 deep"):
         parse_json(b'{"data": ' + b"[" * 10_000 + b"]" * 10_000 + b"}")
+
+
+@pytest.mark.parametrize("depth", [33, 500])
+def test_json_nested_past_the_limit_is_refused(depth: int) -> None:
+    with pytest.raises(BadResponse, match=f"nested {MAX_DEPTH + 1} deep"):
+        parse_json(b"[" * depth + b"]" * depth)
+    assert parse_json(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
@@ -105,9 +113,9 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     assert parse_json(json.dumps({"revised_prompt": text}).encode()) == {"revised_prompt": text}
 
 
-def test_a_body_of_brackets_is_refused_without_walking_it() -> None:
-    with pytest.raises(BadResponse, match="brackets"):
-        parse_json(b"[]" * 200_000)
+def test_a_body_of_many_arrays_is_refused() -> None:
+    with pytest.raises(BadResponse, match="over 100,000 objects and arrays"):
+        parse_json(b"[" + b"[]," * 200_000 + b"[]]")
 
 
 @pytest.mark.parametrize(("usage", "kept", "notes"), [

@@ -147,3 +147,17 @@ async def test_a_large_input_is_streamed_whole_and_reopened_per_attempt(tmp_path
                 await gateway.edit(task(tmp_path, [big]), "k")
             assert sim.gateway.last["files"][0]["bytes"] == big.stat().st_size
         assert sim.stats.succeeded == 1
+
+
+@pytest.mark.parametrize(("fault", "called"), [("notimage", True), ("drop", False)])
+async def test_answered_is_called_once_the_body_is_read_before_the_images_are_checked(
+        tmp_path: Path, session, fault: str, called: bool) -> None:
+    """The scheduler gives the request's slot back there: an answer being checked holds
+    no place at the gateway. A dropped connection never reaches it."""
+    img = tiny_image(tmp_path / "a.png")
+    calls: list[str] = []
+    async with running_simulator(SimulatorOptions(api_key=TEST_KEY, faults={fault: 1.0})) as sim:
+        with pytest.raises((BadResponse, OutcomeUnknown)):
+            await Gateway(session, provider(sim.base_url), 10).edit(
+                task(tmp_path, [img]), "k", answered=lambda: calls.append("answered"))
+    assert calls == (["answered"] if called else [])

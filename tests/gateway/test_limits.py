@@ -3,6 +3,8 @@ The pacer and the learning throttle are in test_throttle.py."""
 
 from __future__ import annotations
 
+import functools
+
 import anyio
 import pytest
 
@@ -63,9 +65,11 @@ async def test_adaptive_concurrency_bounds_in_flight() -> None:
 
     async def worker() -> None:
         nonlocal peak
-        async with aimd:
-            peak = max(peak, aimd.in_flight)
-            await release.wait()
+        slot = aimd.slot()
+        await slot.take()
+        peak = max(peak, aimd.in_flight)
+        await release.wait()
+        slot.give_back()
 
     async with anyio.create_task_group() as group:
         for _ in range(6):
@@ -75,3 +79,97 @@ async def test_adaptive_concurrency_bounds_in_flight() -> None:
         release.set()
     assert peak == 3
     assert aimd.in_flight == 0
+
+
+async def test_a_slot_given_back_once_answered_lets_the_next_request_go() -> None:
+    """The answer's check and save happen after `give_back`: the next request need not wait."""
+    aimd = AdaptiveConcurrency(1)
+    checking, second_in = anyio.Event(), anyio.Event()
+
+    async def first() -> None:
+        slot = aimd.slot()
+        await slot.take()
+        slot.give_back()
+        slot.give_back()  # a second call gives nothing back twice
+        checking.set()
+        await second_in.wait()  # still "checking its answer" while the other goes
+
+    async def second() -> None:
+        await checking.wait()
+        slot = aimd.slot()
+        await slot.take()
+        assert aimd.in_flight == 1
+        second_in.set()
+        slot.give_back()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(first)
+            group.start_soon(second)
+    assert aimd.in_flight == 0
+
+
+async def test_freed_slots_go_in_order_and_a_cancelled_waiter_leaves_the_line() -> None:
+    aimd = AdaptiveConcurrency(1)
+    order: list[str] = []
+    hold = anyio.Event()
+
+    async def holder() -> None:
+        slot = aimd.slot()
+        await slot.take()
+        await hold.wait()
+        slot.give_back()
+
+    async def waiter(name: str) -> None:
+        slot = aimd.slot()
+        await slot.take()
+        order.append(name)
+        assert aimd.in_flight == 1
+        await anyio.sleep(0)  # the next in line must still wait here
+        slot.give_back()
+
+    impatient = anyio.CancelScope()
+
+    async def cancelled_waiter() -> None:
+        with impatient:
+            await waiter("cancelled")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(holder)
+            await anyio.wait_all_tasks_blocked()
+            for start in (functools.partial(waiter, "a"), cancelled_waiter,
+                          functools.partial(waiter, "b"), functools.partial(waiter, "c")):
+                group.start_soon(start)
+                await anyio.wait_all_tasks_blocked()
+            impatient.cancel()
+            hold.set()
+    assert order == ["a", "b", "c"]  # first come, first served; the cancelled one never got in
+    assert aimd.in_flight == 0
+
+
+async def test_a_waiter_cancelled_as_it_is_woken_loses_no_slot() -> None:
+    """Whether the cancel lands before it runs or after it got in, the slot is not lost:
+    the next waiter gets in, nothing stays promised or held."""
+    aimd = AdaptiveConcurrency(1)
+    first, woken_then_cancelled = aimd.slot(), anyio.CancelScope()
+    await first.take()
+    got_in: list[str] = []
+
+    async def wait(name: str, scope: anyio.CancelScope | None = None) -> None:
+        with scope or anyio.CancelScope():
+            slot = aimd.slot()
+            await slot.take()
+            got_in.append(name)
+            slot.give_back()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait, "woken", woken_then_cancelled)
+            await anyio.wait_all_tasks_blocked()
+            group.start_soon(wait, "next")
+            await anyio.wait_all_tasks_blocked()
+            first.give_back()  # wakes "woken"...
+            woken_then_cancelled.cancel()  # ...which is cancelled before it runs
+    assert got_in[-1:] == ["next"]
+    assert aimd.in_flight == 0 and aimd._promised == 0

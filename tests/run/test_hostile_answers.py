@@ -39,7 +39,7 @@ OK_USAGE_COST = (50 * 10.0 + 100 * 40.0) / 1_000_000  # the "ok" answer's usage,
 
 # case -> words of the failure reason (each a 200, or not: see NOT_PAID)
 FAILS = {
-    "deep": "nested 10001 deep",
+    "deep": "nested over 1000 deep",
     "data-str": "data[0] is a str, not an object",
     "b64-int": "b64_json is int, not a string",
     "url-int": "url is int, not a string",

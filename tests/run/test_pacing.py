@@ -24,3 +24,14 @@ def test_an_unknown_limit_is_learnt_from_bare_429s(tmp_path: Path, cli: Cli, sim
     # Without the back-off every worker retries at once: hundreds of 429s, tasks failed.
     assert stats.rejected_429 <= CONCURRENCY + 4, stats
     assert stats.requests == TASKS + stats.rejected_429
+
+
+def test_requests_in_flight_at_the_gateway_never_exceed_the_concurrency(
+        tmp_path: Path, cli: Cli, simulator) -> None:
+    """The slot is taken once the body is built and given back once the answer is read:
+    the gateway sees the concurrency asked for, never more, and all of it."""
+    sim = simulator(latency=0.05)
+    write_job(tmp_path, numbered(TASKS), concurrency=CONCURRENCY)
+    code, summary = cli.json("run", "job.yaml", "--base-url", sim.base_url)
+    assert code == 0, summary
+    assert sim.stats().max_in_flight == CONCURRENCY
