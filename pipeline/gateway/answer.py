@@ -5,8 +5,8 @@ with a size cap (`read_capped`), JSON kept only when its nesting is shallow
 (`parse_json`), every field's type checked, usage values validated
 (`usage_of`), base64 sized before it is decoded, and each image fully decoded
 under a pixel limit, in png, jpeg or webp only (`check_image`; a png's chunks and
-compressed stream are proved whole by `pngcheck` instead of decoding its pixels). Exactly `n`
-images count: extra items are ignored and noted, fewer fail the answer
+compressed stream are proved whole by `pngcheck` instead of decoding its pixels).
+Exactly `n` images count: extra items are ignored and noted, fewer fail the answer
 (`take`, `checked_images`; `decode_images_answer` for the `/images/edits` shape).
 
 Every route reads its answer through these functions: a route that finds images
