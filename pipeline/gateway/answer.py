@@ -4,8 +4,9 @@ Owns turning what a gateway sent back into images we may keep: the body read
 with a size cap (`read_capped`), JSON kept only when its nesting is shallow
 (`parse_json`), every field's type checked, usage values validated
 (`usage_of`), base64 sized before it is decoded, and each image fully decoded
-under a pixel limit, in png, jpeg or webp only (`check_image`). Exactly `n`
-images count: extra items are ignored and noted, fewer fail the answer
+under a pixel limit, in png, jpeg or webp only (`check_image`; a png's chunks and
+compressed stream are proved whole by `pngcheck` instead of decoding its pixels).
+Exactly `n` images count: extra items are ignored and noted, fewer fail the answer
 (`take`, `checked_images`; `decode_images_answer` for the `/images/edits` shape).
 
 Every route reads its answer through these functions: a route that finds images
@@ -39,6 +40,7 @@ from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlug
 from pipeline.config.models import sniff_format
 from pipeline.config.redact import clean
 from pipeline.errors import BadResponse
+from pipeline.gateway.pngcheck import check_png
 
 MB = 1024 * 1024
 DEFAULT_MAX_BYTES = 64 * MB  # `max_answer_mb` in models.yaml overrides it per model
@@ -188,7 +190,7 @@ def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[bytes, st
     `max_pixels`. Anything else is a BadResponse saying what it was.
 
     Plain and thread-safe (no warnings filters touched): callers may run it in a worker
-    thread, where Pillow decodes without holding the GIL."""
+    thread, where Pillow and zlib work without holding the GIL."""
     fmt = sniff_format(data[:16])
     if fmt is None:
         raise BadResponse(f"the answer's image is {_what(data)}, not png, jpeg or webp")
@@ -200,7 +202,10 @@ def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[bytes, st
             if width * height > max_pixels:
                 raise BadResponse(f"the answer's {fmt} is {width}x{height} pixels, over "
                                   f"the {max_pixels:,} taken: a decompression bomb")
-            image.load()  # every pixel: a truncated or corrupt file fails here
+            # Every pixel: a truncated or corrupt file fails here. A PNG is proved whole
+            # from its chunks and stream instead (pngcheck: ~4x cheaper, and stricter).
+            if not isinstance(image, PngImagePlugin.PngImageFile) or check_png(data, image):
+                image.load()
     except BadResponse:
         raise
     except Image.DecompressionBombError as exc:
@@ -281,9 +286,9 @@ async def checked_images(sources: list[bytes | str], *, n: int, max_bytes: int,
                          ) -> tuple[list[bytes], list[str]]:
     """Images and their formats from what a route found: bytes already decoded, a `data:`
     URL, or an http(s) URL for `fetch`. Exactly `n` sources are expected (use `take`
-    first); each passes `check_image`, in a worker thread (a 1024x1024 PNG takes ~10 ms
-    of CPU to decode; the event loop keeps sending meanwhile). `limiter` bounds how many
-    decode at once, and so the memory their pixels take."""
+    first); each passes `check_image`, in a worker thread (a 1024x1024 PNG takes ~2-17 ms
+    of CPU to check, a jpeg or webp to decode; the event loop keeps sending meanwhile).
+    `limiter` bounds how many are checked at once, and so the memory they take."""
     if len(sources) != n:
         raise BadResponse(f"the answer holds {len(sources)} image(s); {n} were asked for")
     images, formats = [], []
