@@ -13,7 +13,7 @@ import difflib
 import functools
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,18 +245,17 @@ class Models(Mapping[str, ModelSpec]):
         return problems
 
     def estimate(self, task: Task,
-                 known: Mapping[Path, tuple[int, int]] | None = None) -> float:
+                 known: Callable[[Path], tuple[int, int] | None] | None = None) -> float:
         """USD for one task: from tokens (input images and prompt included) for a
         token-priced model, else price per image (by quality and size) times n; 0 if unpriced.
-        `known`: input width and height the caller already has (preflight's, from the
-        ledger); any other input's are read from its header."""
+        `known`: an input's width and height when the caller already has them (the check
+        pass's, or the ledger's); any other input's are read from its header."""
         spec = self.get(task.model)
         if spec is None:
             return 0.0
         if spec.output_tokens and spec.usage_price:
-            if not known:
-                return cost.token_estimate(spec, task, _dimensions)
-            return cost.token_estimate(spec, task, lambda p: known.get(p) or _dimensions(p))
+            shape = _dimensions if known is None else (lambda p: known(p) or _dimensions(p))
+            return cost.token_estimate(spec, task, shape)
         quality, size = task.fields.get("quality"), task.fields.get("size")
         return spec.price_per_image(quality, size) * task.n
 

@@ -90,6 +90,14 @@ class FileHashes:
                                (sha256,)).fetchone()
         return (row[0] or "", row[1], row[2], row[3]) if row else None
 
+    def stored_dimensions(self, path: Path) -> Dimensions | None:
+        """Width and height the ledger keeps for this file, from the last look-up: no
+        stat, no query (for an estimate, right after the check pass vouched for it)."""
+        row = self._near.get(str(path))
+        if row is None or row[5] is None or row[6] is None:
+            return None
+        return row[5], row[6]
+
     def remember_input(self, path: Path, size: int, mtime_ns: int, sha256: str,
                        format: str | None, verdict: str,
                        dimensions: Dimensions | None = None) -> None:

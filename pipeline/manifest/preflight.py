@@ -176,7 +176,7 @@ class Preflight:
             by_model[task.model] += 1
             for key in task.left_out:
                 left_out.setdefault(task.model, Counter())[key] += 1
-            cost = models.estimate(task, checked.dimensions)  # no header read: preflight's
+            cost = models.estimate(task, checked.dimensions.get)  # no header read: preflight's
             self._remember(checked.dimensions)
             cost_by_model[task.model] = cost_by_model.get(task.model, 0.0) + cost
             images += len(task.images)

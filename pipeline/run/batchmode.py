@@ -10,7 +10,7 @@ estimate and the runner use it before anything is sent (run/batch.py sends).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -32,7 +32,8 @@ def takes(task: Task, models: Models, provider: Provider, settings: Settings) ->
 
 def estimator(models: Models, provider: Provider, settings: Settings,
               selection: Selection | None = None,
-              known: Mapping[Path, tuple[int, int]] | None = None) -> Callable[[Task], float]:
+              known: Callable[[Path], tuple[int, int] | None] | None = None
+              ) -> Callable[[Task], float]:
     """A task's estimated price: half the list price when it goes into a batch.
     `known`: input sizes the caller has already (the check pass's); others read."""
     if selection is not None:

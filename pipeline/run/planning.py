@@ -67,7 +67,7 @@ def plan(job: Job, ledger: Ledger, selection: Selection, checking: Preflight, *,
     tasks: Iterable[Task] = checking if checking.report is None else job.manifest.tasks()
     return plan_only(job, ledger, selection, found=found, tasks=tasks,
                      estimate=batchmode.estimator(job.models, job.provider, job.settings,
-                                                  selection, checking.dimensions))
+                                                  selection, checking.dimensions.get))
 
 
 def plan_only(job: Job, ledger: Ledger, selection: Selection, *,

@@ -290,7 +290,9 @@ async def _send(job: Job, ledger: Ledger, options: RunOptions, to_send: int,
                           endpoint=job.provider.endpoint)
             walked = (w for w in walked if not (batcher and batcher.takes(w[0])))
             walked = _note_resent(walked, chosen, scheduler.billed_before, ledger)
-            work = redo.with_prompt_suffix(select(walked, chosen, job.models, plan),
+            # Each input's size for the estimate: the ledger row the walk just read.
+            estimate = functools.partial(job.models.estimate, known=ledger.stored_dimensions)
+            work = redo.with_prompt_suffix(select(walked, chosen, job.models, plan, estimate),
                                            options.prompt_suffix)
             async with anyio.create_task_group() as group:
                 if options.signals:

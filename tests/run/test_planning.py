@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.simulator.app import SimulatorThread
-from tests.conftest import Cli, tiny_image, write_manifest
+from tests.conftest import TEST_KEY, Cli, tiny_image, write_manifest
 from tests.run.test_ours import glob_job
 
 
@@ -64,3 +64,19 @@ def test_a_first_run_estimates_from_the_sizes_its_check_found(tmp_path: Path) ->
     assert checked.plan.estimate == pytest.approx(checked.report.cost)
     assert checked.plan.estimate > 0
     assert models_module._shape.cache_info().misses == 0  # no header opened for the plan
+
+
+def test_the_send_pass_estimates_from_the_sizes_the_ledger_keeps(
+        tmp_path: Path, sim: SimulatorThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While sending, the plan is counted again (the summary's estimate): each input's
+    size comes from the ledger row the walk read, not from its header, in the event loop."""
+    from pipeline import api
+    from pipeline.config import models as models_module
+
+    monkeypatch.setenv("IMGEDIT_API_KEY", TEST_KEY)
+    manifest = glob_job(tmp_path, 6)
+    models_module._shape.cache_clear()
+    summary = api.run(manifest, base_url=sim.base_url)
+    assert summary.sent == 6 and summary.estimate > 0
+    assert summary.estimate == pytest.approx(api.validate(manifest).estimate)
+    assert models_module._shape.cache_info().misses == 0
