@@ -29,33 +29,57 @@ class FileHashes:
     _write: Callable[[str, tuple[Any, ...]], sqlite3.Cursor]
     _wrote: Callable[[], None]
     # The rows of the paths last looked up (None: a path with no row); the host sets it.
+    # The rows of the paths last looked up (None: a path with no row), and of the look-up
+    # before (the plan walks a chunk behind the check pass); the host sets both.
     _near: dict[str, _Row | None]
+    _older: dict[str, _Row | None]
     # Path -> sha256 of files the check pass has just found unchanged (stat and row
-    # agree), each taken once by the fingerprint that follows it; the host sets it.
+    # agree) or just read, each taken once by the fingerprint that follows it; the host
+    # sets it.
     _checked: dict[str, str]
 
     def look_up(self, paths: Iterable[Path]) -> None:
         """Load the rows of these paths (the next chunk a pass will ask about) in one
-        query, replacing the last chunk's: a re-run of 100k files makes 200 queries, not
-        200,000."""
+        query: a re-run of 100k files makes 200 queries, not 200,000. The rows of the
+        look-up before are kept too, so the plan, a chunk behind the check pass and in
+        chunks of other sizes, finds every row and vouched-for hash it needs."""
         names = list(dict.fromkeys(map(str, paths)))
-        if all(name in self._near for name in names):
-            return  # the check pass looked these up already: the plan asks the same chunk
-        near: dict[str, _Row | None] = dict.fromkeys(names)
-        for start in range(0, len(names), LOOK_UP_MAX):
-            part = names[start:start + LOOK_UP_MAX]
+        near, older = self._near, self._older
+        if all(name in near or name in older for name in names):
+            return  # the check pass looked these up already: the plan asks the same files
+        fresh: dict[str, _Row | None] = {}
+        missing = []
+        for name in names:
+            if name in near:
+                fresh[name] = near[name]
+            elif name in older:
+                fresh[name] = older[name]
+            else:
+                missing.append(name)
+                fresh[name] = None
+        for start in range(0, len(missing), LOOK_UP_MAX):
+            part = missing[start:start + LOOK_UP_MAX]
             marks = ",".join("?" * len(part))
             for path, *row in self._db.execute(
                     f"SELECT path, {_COLUMNS} FROM file_hashes WHERE path IN ({marks})", part):
-                near[path] = tuple(row)  # type: ignore[assignment]
-        self._near = near
-        self._checked = {}
+                fresh[path] = tuple(row)  # type: ignore[assignment]
+        self._older, self._near = near, fresh
+        # Bounded by the two chunks: a hash no fingerprint took (validate's check) goes.
+        self._checked = {name: sha256 for name, sha256 in self._checked.items()
+                         if name in fresh or name in near}
+
+    def _held(self, name: str) -> bool:
+        return name in self._near or name in self._older
+
+    def _held_row(self, name: str) -> _Row | None:
+        row = self._near.get(name)
+        return row if row is not None or name in self._near else self._older.get(name)
 
     def _row(self, path: Path, size: int, mtime_ns: int) -> _Row | None:
-        """This unchanged file's row: from the last look-up when it named the path."""
+        """This unchanged file's row: from the last look-ups when they named the path."""
         name = str(path)
-        if name in self._near:
-            row = self._near[name]
+        if self._held(name):
+            row = self._held_row(name)
         else:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM file_hashes WHERE path = ?",
                                    (name,)).fetchone()
@@ -74,13 +98,14 @@ class FileHashes:
         row = self._row(path, size, mtime_ns)
         if row is None or row[4] is None:
             return None
-        if str(path) in self._near:
+        if self._held(str(path)):
             self._checked[str(path)] = row[2]
         return row[3] or "", row[4], row[5], row[6]
 
     def checked_hash(self, path: Path) -> str | None:
-        """The sha256 of this file, when the check pass found it unchanged moments ago (the
-        same chunk): the fingerprint after it needs no second stat. Given once."""
+        """The sha256 of this file, when the check pass found it unchanged, or read it,
+        moments ago (the same chunk or the one before): the fingerprint after it needs no
+        second stat. Given once."""
         return self._checked.pop(str(path), None)
 
     def known_content(self, sha256: str) -> Known | None:
@@ -93,7 +118,7 @@ class FileHashes:
     def stored_dimensions(self, path: Path) -> Dimensions | None:
         """Width and height the ledger keeps for this file, from the last look-up: no
         stat, no query (for an estimate, right after the check pass vouched for it)."""
-        row = self._near.get(str(path))
+        row = self._held_row(str(path))
         if row is None or row[5] is None or row[6] is None:
             return None
         return row[5], row[6]
@@ -104,6 +129,8 @@ class FileHashes:
         """The file's hash and what its full decode found: a re-run reads nothing."""
         width, height = dimensions or (None, None)
         self._remember((size, mtime_ns, sha256, format, verdict, width, height), path)
+        if self._held(str(path)):  # read in full just now and unchanged while read
+            self._checked[str(path)] = sha256
 
     def remember_dimensions(self, path: Path, size: int, mtime_ns: int,
                             dimensions: Dimensions) -> None:
@@ -115,6 +142,7 @@ class FileHashes:
     def _remember(self, row: _Row, path: Path) -> None:
         self._write(f"INSERT OR REPLACE INTO file_hashes (path, {_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (str(path), *row))
-        if str(path) in self._near:
-            self._near[str(path)] = row
+        for held in (self._near, self._older):
+            if str(path) in held:
+                held[str(path)] = row
         self._wrote()

@@ -69,6 +69,7 @@ class Ledger(Claims, FileHashes):
         self._last_commit = clock()
         self._closed = False
         self._near = {}  # FileHashes: the rows of the chunk of inputs being looked at
+        self._older = {}  # FileHashes: and of the chunk before it
         self._checked = {}  # FileHashes: hashes the check pass just vouched for
 
     @classmethod

@@ -80,3 +80,45 @@ def test_the_send_pass_estimates_from_the_sizes_the_ledger_keeps(
     assert summary.sent == 6 and summary.estimate > 0
     assert summary.estimate == pytest.approx(api.validate(manifest).estimate)
     assert models_module._shape.cache_info().misses == 0
+
+
+def test_a_plan_stats_each_input_once_whatever_its_chunks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan walks in chunks that do not line up with the check pass's (16, 32, ...
+    then 500, against 500): it still takes every hash the check vouched for, so each
+    unchanged input is stat()ed once per pass, and a new one once besides its read."""
+    import os
+    from collections import Counter
+
+    from pipeline.ledger.plan import Found, Selection
+    from pipeline.ledger.store import Ledger
+    from pipeline.run import planning, runner
+
+    data = tiny_image(tmp_path / "first.png").read_bytes()
+    inputs = [tmp_path / "catalog" / f"c{i:04d}.png" for i in range(1100)]
+    inputs[0].parent.mkdir()
+    for path in inputs:
+        path.write_bytes(data)
+    manifest = write_manifest(tmp_path, """
+        version: 1
+        defaults: {model: gpt-image-1, quality: low, size: 1024x1024}
+        tasks:
+          - glob: "catalog/*.png"
+            prompt: Put it on white
+        """)
+    job = runner.prepare(runner.RunOptions(manifest=manifest, base_url="http://127.0.0.1:9/v1"))
+    stats: Counter[str] = Counter()
+    real_stat = os.stat
+
+    def counted(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        stats[os.fspath(path)] += 1  # type: ignore[arg-type]
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", counted)
+    for per_input in (2, 1):  # new: stat, read, stat again (a file written meanwhile); known
+        stats.clear()
+        with Ledger.open(tmp_path / "job.ledger.sqlite") as ledger:
+            checking = planning.check(job, ledger)
+            plan = planning.plan(job, ledger, Selection(), checking, found=Found.COUNT)
+        assert plan.to_send == len(inputs)
+        assert {stats[str(path)] for path in inputs} == {per_input}
