@@ -25,6 +25,9 @@ from pipeline.task import Task
 # instead of an old and a new form silently meaning the same thing.
 FINGERPRINT_VERSION = 1
 CHUNK = 1024 * 1024
+# One encoder for every fingerprint (json.dumps with options builds a new one per call).
+_canonical_json = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
 class HashCache(Protocol):
@@ -99,10 +102,7 @@ def fingerprint(task: Task, hashes: HashCache) -> str:
     }
     if task.prepare is not None:  # only when set: every other task keeps its fingerprint
         canonical["prepare"] = task.prepare.key()
-    text = json.dumps(
-        canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_canonical_json(canonical).encode()).hexdigest()
 
 
 def idempotency_key(task_id: str, fingerprint: str) -> str:

@@ -197,6 +197,13 @@ class _Builder:
         self.models, self.routing = models, routing
         # Entry index -> its fields: the same for every file of a glob, worked out once.
         self.entry_fields: dict[int, tuple[dict[str, Any], tuple[str, ...]]] = {}
+        self._last: tuple[Path | None, str] = (None, "")  # the last path made relative
+
+    def relative(self, path: Path) -> str:
+        """relative(root, path), once per path: a glob's file is asked twice in a row."""
+        if path is not self._last[0]:
+            self._last = (path, relative(self.root, path))
+        return self._last[1]
 
     def fields(self, entry: Entry, values: Mapping[str, Any]) -> tuple[dict[str, Any],
                                                                         tuple[str, ...]]:
@@ -246,7 +253,7 @@ class _Builder:
         images = ((first,) if first else ()) + tuple(resolve(root, s) for s in
                                                      as_list(values.get("images")))
         mask = resolve(root, str(values["mask"])) if values.get("mask") else None
-        rel = relative(root, images[0])
+        rel = self.relative(images[0])
         folder, _, name = rel.rpartition("/")
         placeholders = {**(columns or {}), "dir": folder or ".", "stem": _stem(name)}
         problems: tuple[Problem, ...] = ()
@@ -288,7 +295,7 @@ def _glob_tasks(build: _Builder, entry: Entry) -> Iterator[Made]:
     for path in globsource.matches_any(build.root, patterns, as_list(entry.values.get("exclude"))):
         if build.ours is not None and build.ours(path):
             continue  # written (or being written) by imgedit: the ledger says so
-        if globsource.is_earlier_output(path, relative(build.root, path), outputs):
+        if globsource.is_earlier_output(path, build.relative(path), outputs):
             continue  # an earlier run's result, not a new input
         found = True
         yield from build.each(entry, entry.values, first=path)

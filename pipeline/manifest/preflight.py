@@ -151,9 +151,6 @@ class Preflight:
         self.manifest, self.models, self.known = manifest, models, known
         self.max_problems = max_problems
         self.report: ValidationReport | None = None
-        # The sizes of the inputs checked last (a bounded window): a plan estimating the
-        # tasks just passed takes them from here instead of reading each header again.
-        self.dimensions: dict[Path, tuple[int, int]] = {}
 
     def __iter__(self) -> Iterator[Task]:
         manifest, models = self.manifest, self.models
@@ -177,7 +174,6 @@ class Preflight:
             for key in task.left_out:
                 left_out.setdefault(task.model, Counter())[key] += 1
             cost = models.estimate(task, checked.dimensions.get)  # no header read: preflight's
-            self._remember(checked.dimensions)
             cost_by_model[task.model] = cost_by_model.get(task.model, 0.0) + cost
             images += len(task.images)
             outputs += task.n
@@ -189,15 +185,6 @@ class Preflight:
             cost=sum(cost_by_model.values()), by_model=dict(by_model),
             cost_by_model=cost_by_model, warnings=tuple(warnings),
             left_out={m: dict(c) for m, c in left_out.items()})
-
-    def _remember(self, dimensions: Mapping[Path, tuple[int, int]]) -> None:
-        self.dimensions.update(dimensions)
-        while len(self.dimensions) > _REMEMBERED:  # oldest first: dicts keep their order
-            del self.dimensions[next(iter(self.dimensions))]
-
-
-_REMEMBERED = 4096  # well above a plan's look-up chunk (500 tasks), so its estimate finds them
-
 
 def _label(task: Task | None, origin: Location | None) -> str:
     if task is None:
@@ -218,18 +205,21 @@ class _Files:
     def __init__(self, keep: int = 4096, known: InputCache | None = None):
         self.keep = keep
         self.known = known
-        self.recent: OrderedDict[Path, FileFacts | str] = OrderedDict()
+        # Keyed by the path's text: a Path hashes its parts anew each time it is asked.
+        self.recent: OrderedDict[str, FileFacts | str] = OrderedDict()
 
     def get(self, path: Path) -> FileFacts | str:
         """What the file is, or a message saying why it cannot be used."""
-        if path in self.recent:
-            self.recent.move_to_end(path)
-            return self.recent[path]
+        name = str(path)
+        answer = self.recent.get(name)
+        if answer is not None:
+            self.recent.move_to_end(name)
+            return answer
         try:
             answer = check_input(path, self.known)
         except OSError as exc:
             answer = os_reason(exc, path)
-        self.recent[path] = answer
+        self.recent[name] = answer
         if len(self.recent) > self.keep:
             self.recent.popitem(last=False)
         return answer

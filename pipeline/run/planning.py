@@ -65,9 +65,11 @@ def plan(job: Job, ledger: Ledger, selection: Selection, checking: Preflight, *,
     check has run already, from a second pass over the manifest); raises the check's
     problems first, then InputError naming files in the way that are not ours."""
     tasks: Iterable[Task] = checking if checking.report is None else job.manifest.tasks()
+    # Each input's size for the estimate: the ledger row the check just read or wrote (the
+    # rows of the chunk being checked and of the one before are at hand), no header read.
     return plan_only(job, ledger, selection, found=found, tasks=tasks,
                      estimate=batchmode.estimator(job.models, job.provider, job.settings,
-                                                  selection, checking.dimensions.get))
+                                                  selection, ledger.stored_dimensions))
 
 
 def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
