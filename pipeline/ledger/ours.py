@@ -64,8 +64,9 @@ def still_written(files: Iterable[Sequence[Any]]) -> bool:
 
 
 def _key(stem: str) -> int:
-    digest = hashlib.blake2b(stem.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    # Python's own 64-bit string hash: the set lives in this process only, and a chance
+    # collision costs one query (claimed_by asks the table), never a wrong answer.
+    return hash(stem)
 
 
 def _sha256(path: str) -> str | None:
@@ -123,10 +124,9 @@ class Claims:
         for each, and a set answers in a fraction of a query's time (a few MB at 100k)."""
         known: set[int] | None = self.__dict__.get("_stems")
         if known is None:
-            known = set()
+            known = {_key(stem) for (stem,) in self._db.execute("SELECT stem FROM claims")}
             suffixes = {SIDECAR_SUFFIX}
-            for stem, kinds in self._db.execute("SELECT stem, suffixes FROM claims"):
-                known.add(_key(stem))
+            for (kinds,) in self._db.execute("SELECT DISTINCT suffixes FROM claims"):
                 suffixes.update(kinds.split())
             self.__dict__["_stems"], self.__dict__["_suffixes"] = known, suffixes
         return known

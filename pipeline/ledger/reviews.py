@@ -40,10 +40,12 @@ class Review:
         return {"decision": self.decision.value, "note": self.note, "decided_at": self.decided_at}
 
 
-# The decisions about each task's current result, the latest first (highest id).
+# The decisions about each task's current result, the latest first (highest id). CROSS
+# JOIN keeps the reviews as the outer loop: people review a few results, and SQLite would
+# otherwise scan every task of a 100k ledger to find none (60 ms on each run's plan).
 _CURRENT = (
     "SELECT r.id, r.task_id, r.decision, r.note, r.decided_at FROM reviews r"
-    " JOIN tasks t ON t.id = r.task_id AND t.fingerprint = r.fingerprint"
+    " CROSS JOIN tasks t ON t.id = r.task_id AND t.fingerprint = r.fingerprint"
     " AND t.updated_at = r.result_at AND t.state = 'succeeded'"
 )
 _LATEST = (
