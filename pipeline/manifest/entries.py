@@ -179,10 +179,11 @@ def resolve(root: Path, name: str) -> Path:
     return Path(os.path.normpath(os.path.join(root, os.path.expanduser(name))))
 
 
-def relative(root: Path, path: Path) -> str:
-    """`products/shirt.jpg` for a file inside the tree, the absolute path for one outside."""
+def relative(root: Path, path: Path, prefix: str | None = None) -> str:
+    """`products/shirt.jpg` for a file inside the tree, the absolute path for one outside.
+    `prefix`: the root with a separator at its end, when the caller has it at hand."""
     # Plain string work: this runs once per task, and Path.relative_to is slow at 100k.
-    text, prefix = str(path), os.path.join(str(root), "")
+    text, prefix = str(path), prefix or os.path.join(str(root), "")
     if text.startswith(prefix):
         text = text[len(prefix):]
     return text.replace(os.sep, "/")
@@ -198,11 +199,12 @@ class _Builder:
         # Entry index -> its fields: the same for every file of a glob, worked out once.
         self.entry_fields: dict[int, tuple[dict[str, Any], tuple[str, ...]]] = {}
         self._last: tuple[Path | None, str] = (None, "")  # the last path made relative
+        self._prefix = os.path.join(str(root), "")
 
     def relative(self, path: Path) -> str:
         """relative(root, path), once per path: a glob's file is asked twice in a row."""
         if path is not self._last[0]:
-            self._last = (path, relative(self.root, path))
+            self._last = (path, relative(self.root, path, self._prefix))
         return self._last[1]
 
     def fields(self, entry: Entry, values: Mapping[str, Any]) -> tuple[dict[str, Any],

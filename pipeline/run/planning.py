@@ -38,12 +38,13 @@ class Job:
     ledger_path: Path
 
 
-def check(job: Job, ledger: Ledger) -> Preflight:
+def check(job: Job, ledger: Ledger, *, price: bool = True) -> Preflight:
     """The check pass, not yet run: iterate it (or plan from it) to check every file, id,
     output and model limit. From here on no glob takes a file of ours (known to this
-    ledger) for an input."""
+    ledger) for an input. `price`: the report's cost of every task (a run's plan prices
+    only the tasks it sends, so a run passes False)."""
     job.manifest = dataclasses.replace(job.manifest, ours=ledger.is_ours)
-    return Preflight(job.manifest, job.models, known=ledger)
+    return Preflight(job.manifest, job.models, known=ledger, price=price)
 
 
 def report(job: Job, checking: Preflight) -> ValidationReport:

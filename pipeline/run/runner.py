@@ -183,7 +183,7 @@ def _planned(options: RunOptions
     lock = RunLock(job.ledger_path, manifest=job.manifest.path)
     with lock, Ledger.open(job.ledger_path) as ledger, _damaged(job.ledger_path):
         spool.deliver(spool.folder(job.ledger_path), ledger)  # paid earlier, not yet written
-        checking = planning.check(job, ledger)
+        checking = planning.check(job, ledger, price=False)
         batcher = None
         if batchmode.touches_batches(job.settings, ledger, options.wait):
             planning.report(job, checking)  # every task checked before batches are collected
