@@ -25,9 +25,10 @@ from pipeline.task import Task
 # instead of an old and a new form silently meaning the same thing.
 FINGERPRINT_VERSION = 1
 CHUNK = 1024 * 1024
-# One encoder for every fingerprint (json.dumps with options builds a new one per call).
-_canonical_json = json.JSONEncoder(
-    sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode
+# One encoder for every fingerprint (json.dumps with options builds a new one per call);
+# the canonical dict below holds no cycle, so none is looked for.
+_canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                                   default=str, check_circular=False).encode
 
 
 class HashCache(Protocol):

@@ -29,15 +29,22 @@ SIDECAR_SUFFIX = ".json"
 Written = tuple[str, int, int, str]
 
 
+_EXT = "\0ext\0"  # stands for {ext}: a template is rendered once per index, not per format
+
+
 def output_slots(task: Task) -> dict[str, set[str]]:
     """Each output's path without extension → the extensions it may be written with."""
     slots: dict[str, set[str]] = {}
+    plain = "{ext:" not in task.output and "{ext!" not in task.output  # no format spec
     for index in range(task.n):
-        for ext in IMAGE_FORMATS:
-            try:
-                path = task.output_name(index, ext)  # text: normpath does what a Path would
-            except (KeyError, ValueError, IndexError):
-                return {}  # a template preflight refuses: nothing can be written there
+        try:
+            shape = task.output_name(index, _EXT) if plain else ""
+            # Text, not a Path: normpath below does what a Path would.
+            paths = ([shape.replace(_EXT, ext) for ext in IMAGE_FORMATS] if _EXT in shape
+                     else [task.output_name(index, ext) for ext in IMAGE_FORMATS])
+        except (KeyError, ValueError, IndexError):
+            return {}  # a template preflight refuses: nothing can be written there
+        for path in paths:
             stem, suffix = os.path.splitext(os.path.normpath(path))
             slots.setdefault(stem, set()).add(suffix.lower())
     return slots

@@ -139,12 +139,17 @@ def walk(tasks: Iterable[Task], ledger: Ledger, *, found: Found = Found.ADOPT,
         states = ledger.states([task.id for task in chunk])
         ledger.look_up(path for task in chunk for path in (*task.images, task.mask) if path)
         for task in chunk:
-            task, fp, category = _categorised(task, states.get(task.id), ledger, found,
-                                              endpoint)
+            fp = fingerprint(task, ledger)
+            category = categorise(task, fp, states.get(task.id), endpoint)
+            there = None  # the files at this task's output paths, once looked for
+            if found is not Found.SKIP and category in (Category.UNKNOWN, Category.NEW):
+                there = _there(task)
+                if there and _found(task, fp, ledger, found, endpoint):
+                    category = Category.DONE
             if category is Category.DONE and task.id in rejected:
                 category = Category.REJECTED
             if clashes is not None and category is not Category.DONE:
-                clashes += _clashes(task, ledger)
+                clashes += _clashes(task, ledger, _there(task) if there is None else there)
             yield task, fp, category
 
 
@@ -165,19 +170,15 @@ def _chunks(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
         yield chunk
 
 
-def _categorised(task: Task, record: TaskState | None, ledger: Ledger,
-                 found: Found, endpoint: str | None) -> tuple[Task, str, Category]:
-    fp = fingerprint(task, ledger)
-    category = categorise(task, fp, record, endpoint)
-    # Outputs the ledger does not know of: a run killed between writing them and recording
-    # the success (unknown), or a ledger lost, deleted or left on another machine (new).
-    # Their sidecar proves the work was paid for; other tasks cannot have any.
-    if (found is not Found.SKIP and category in (Category.UNKNOWN, Category.NEW)
-            and (orphan := _orphan(task, fp, endpoint))):
-        if found is Found.ADOPT:
-            _adopt(task, fp, *orphan, ledger)
-        category = Category.DONE
-    return task, fp, category
+def _found(task: Task, fp: str, ledger: Ledger, found: Found, endpoint: str | None) -> bool:
+    """Outputs the ledger does not know of: a run killed between writing them and recording
+    the success (unknown), or a ledger lost, deleted or left on another machine (new).
+    Their sidecar proves the work was paid for; other tasks cannot have any. True when
+    this exact work is on disk (recorded as done when `found` says ADOPT)."""
+    orphan = _orphan(task, fp, endpoint)
+    if orphan and found is Found.ADOPT:
+        _adopt(task, fp, *orphan, ledger)
+    return orphan is not None
 
 
 def _orphan(task: Task, fp: str,
@@ -223,21 +224,27 @@ def _number(value: Any) -> float:
     return cost if math.isfinite(cost) and cost >= 0 else 0.0
 
 
-def _clashes(task: Task, ledger: Ledger) -> list[str]:
-    """A file at a path `task` would write that another manifest (or a person) put
-    there: never overwritten, never taken as this task's result. At most one message."""
-    for stem, suffixes in output_slots(task).items():
-        for path in (stem + suffix for suffix in sorted(suffixes)):
-            if not os.path.lexists(path):
-                continue
-            why = owner(task)  # a sidecar naming another task or manifest
-            claim = ledger.claimed_by(path)
-            if why is None and claim != task.id and (claim is not None or not _sidecar(task)):
-                why = (f"the ledger says task {claim!r} wrote it" if claim else
-                       "imgedit has no record of writing it")
-            if why is not None:
-                return [f"{path} already exists and is not the result of task {task.id!r}"
-                        f" ({why}): move it away, or change the output template"]
+def _there(task: Task) -> list[str]:
+    """The files (or links) already at the paths `task` may write, in slot order: none for
+    a new task, so neither a sidecar to read nor a clash to look into."""
+    return [path for stem, suffixes in output_slots(task).items()
+            for path in (stem + suffix for suffix in sorted(suffixes))
+            if os.path.lexists(path)]
+
+
+def _clashes(task: Task, ledger: Ledger, there: list[str]) -> list[str]:
+    """A file at a path `task` would write (`there`: those on disk) that another manifest
+    (or a person) put there: never overwritten, never taken as this task's result. At most
+    one message."""
+    for path in there:
+        why = owner(task)  # a sidecar naming another task or manifest
+        claim = ledger.claimed_by(path)
+        if why is None and claim != task.id and (claim is not None or not _sidecar(task)):
+            why = (f"the ledger says task {claim!r} wrote it" if claim else
+                   "imgedit has no record of writing it")
+        if why is not None:
+            return [f"{path} already exists and is not the result of task {task.id!r}"
+                    f" ({why}): move it away, or change the output template"]
     return []
 
 

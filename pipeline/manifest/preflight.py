@@ -266,10 +266,10 @@ class _Seen:
         entry = made.entry
         inputs = "glob" if made.matched else "images"
         own = {self._canonical(str(p)): p for p in _input_files(task)}
-        problems += [Problem(entry.at(inputs), entry.name(inputs), m)
-                     for m in self._inputs(task, own)]
-        problems += [Problem(entry.at("output"), entry.name("output"), m)
-                     for m in self._outputs(task, own)]
+        if found := self._inputs(task, own):
+            problems += [Problem(entry.at(inputs), entry.name(inputs), m) for m in found]
+        if found := self._outputs(task, own):
+            problems += [Problem(entry.at("output"), entry.name("output"), m) for m in found]
         return problems
 
     def _inputs(self, task: Task, own: Mapping[str, Path]) -> list[str]:

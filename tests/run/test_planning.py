@@ -122,3 +122,25 @@ def test_a_plan_stats_each_input_once_whatever_its_chunks(
             plan = planning.plan(job, ledger, Selection(), checking, found=Found.COUNT)
         assert plan.to_send == len(inputs)
         assert {stats[str(path)] for path in inputs} == {per_input}
+
+
+def test_a_new_task_with_nothing_at_its_outputs_has_no_sidecar_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finished work the ledger does not know of is adopted from its sidecar, but only when
+    something is at the task's output paths: a new catalog's plan opens no sidecar."""
+    import io
+
+    from pipeline.run import runner
+
+    manifest = glob_job(tmp_path, 3)
+    opened: list[str] = []
+    real_open = io.open
+
+    def spied(file: object, *args: object, **kwargs: object) -> object:
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(io, "open", spied)
+    checked = runner.check(runner.RunOptions(manifest=manifest, base_url="http://127.0.0.1:9/v1"))
+    assert checked.plan.to_send == 3
+    assert not [path for path in opened if path.endswith(".json")]
