@@ -229,13 +229,12 @@ class _Files:
         return answer
 
 
-def _key(path: str) -> int:
-    # A 64-bit int per path instead of the path itself (36 bytes, not ~100): 100k tasks
-    # stay small; a chance collision (about 1 in 10^8 at 100k tasks) would only report a
-    # clash that is not there, never hide one. Python's own string hash (64-bit SipHash,
-    # salted per process) will do: the keys live for one pass, and it costs a tenth of
-    # a blake2b, six times a task.
-    return hash(path)
+# A 64-bit int per path instead of the path itself (36 bytes, not ~100): 100k tasks
+# stay small; a chance collision (about 1 in 10^8 at 100k tasks) would only report a
+# clash that is not there, never hide one. Python's own string hash (64-bit SipHash,
+# salted per process) will do: the keys live for one pass, and it costs a tenth of
+# a blake2b, six times a task.
+_key = hash
 
 
 class _Seen:
@@ -294,6 +293,11 @@ class _Seen:
         found: dict[str, str] = {}  # one message per kind of trouble
         for stem, ext in renders:
             canonical_stem = self._canonical(stem)
+            if not self.allow_outside and not canonical_stem.startswith(self.root):
+                root = self.root.rstrip(os.sep) or os.sep
+                found.setdefault("outside", f"{stem}{ext or _SUFFIXES[0]} is outside the "
+                                 f"manifest's folder {root}: change the output template, or "
+                                 "set allow_outside: true")
             for suffix in (_SUFFIXES if ext is None else (ext,)):
                 self._check_file(task, stem + suffix, canonical_stem + suffix, own, found)
             mine: str | tuple[str, str] = task.id if ext is None else (task.id, sys.intern(ext))
@@ -308,10 +312,6 @@ class _Seen:
 
     def _check_file(self, task: Task, path: str, canonical: str, own: Mapping[str, Path],
                     found: dict[str, str]) -> None:
-        if not self.allow_outside and not canonical.startswith(self.root):
-            root = self.root.rstrip(os.sep) or os.sep
-            found.setdefault("outside", f"{path} is outside the manifest's folder {root}: "
-                             "change the output template, or set allow_outside: true")
         if canonical in own:
             found.setdefault("own", f"{path} would overwrite this task's own input: add "
                              "something like '.edited' to the output template")
@@ -323,7 +323,9 @@ class _Seen:
 
     def _canonical(self, path: str) -> str:
         """The path with its folder's links resolved, so two spellings of one file match."""
-        folder, name = os.path.split(path)
+        folder, _, name = path.rpartition(os.sep)  # os.path.split's answer, but cheaper:
+        if not folder or folder.endswith(os.sep):  # except at the top, or after "//"
+            folder, name = os.path.split(path)
         return self._real_dir(folder) + name
 
     def _real_dir(self, folder: str) -> str:
