@@ -200,6 +200,14 @@ class _Builder:
         self.entry_fields: dict[int, tuple[dict[str, Any], tuple[str, ...]]] = {}
         self._last: tuple[Path | None, str] = (None, "")  # the last path made relative
         self._prefix = os.path.join(str(root), "")
+        self.routes: dict[str, str] = {}  # model -> its route
+
+    def route(self, model: str) -> str:
+        """The model's route on this provider, once per model."""
+        route = self.routes.get(model)
+        if route is None:
+            route = self.routes[model] = self.routing.route(model) if self.routing else "images"
+        return route
 
     def relative(self, path: Path) -> str:
         """relative(root, path), once per path: a glob's file is asked twice in a row."""
@@ -272,7 +280,7 @@ class _Builder:
                                      f"{{{col}}} is empty here, and the id needs it")
                              for col in empty)
         fields, left_out = self.fields(entry, values)
-        route = self.routing.route(str(fields["model"])) if self.routing else "images"
+        route = self.route(str(fields["model"]))
         placeholders = {"model": str(fields["model"]), **placeholders}
         prepare = prepared.parse(values["prepare"]) if "prepare" in values else None
         task = Task(id=task_id, images=images, prompt=str(values.get("prompt") or ""),
