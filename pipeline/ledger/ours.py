@@ -35,7 +35,7 @@ def output_slots(task: Task) -> dict[str, set[str]]:
     for index in range(task.n):
         for ext in IMAGE_FORMATS:
             try:
-                path = task.output_path(index, ext)
+                path = task.output_name(index, ext)  # text: this runs for every task
             except (KeyError, ValueError, IndexError):
                 return {}  # a template preflight refuses: nothing can be written there
             stem, suffix = os.path.splitext(os.path.normpath(path))
