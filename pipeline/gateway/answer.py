@@ -50,7 +50,6 @@ MAX_STRUCTURE = 100_000  # objects and arrays in a body: a real answer has a few
 # largest outputs (4K) are ~17 MP; a 30000x30000 bomb is 900 MP. Pillow's global
 # Image.MAX_IMAGE_PIXELS is left as it is for the input checks; answers get this one.
 MAX_PIXELS = 40_000_000
-DECODING_AT_ONCE = 2  # images decoded in parallel by one Gateway: the machine's cores
 MAX_TOKENS = 10**9  # a usage count above this is nonsense, and would overflow a price
 TEXT_CHARS = 4000  # a revised prompt kept in the sidecar
 
@@ -239,11 +238,15 @@ def data_url_image(url: str, *, max_bytes: int) -> bytes:
 
 
 Fetch = Callable[[str], Awaitable[bytes]]
+Check = Callable[[bytes], Awaitable[tuple[bytes, str]]]  # check_image, run somewhere
+
+
+async def in_a_thread(data: bytes) -> tuple[bytes, str]:
+    return await anyio.to_thread.run_sync(functools.partial(check_image, data))
 
 
 async def decode_images_answer(body: bytes, *, n: int, max_bytes: int = DEFAULT_MAX_BYTES,
-                               fetch: Fetch, limiter: anyio.CapacityLimiter | None = None
-                               ) -> Images:
+                               fetch: Fetch, check: Check | None = None) -> Images:
     """An `/images/edits` answer (`{"data": [{"b64_json"|"url", "revised_prompt"?}],
     "usage"?}`) as exactly `n` checked images. `fetch` downloads an http(s) URL under the
     caller's rules. A BadResponse raised here carries the answer's usage, when it had any,
@@ -260,7 +263,7 @@ async def decode_images_answer(body: bytes, *, n: int, max_bytes: int = DEFAULT_
         items = take(data, n, notes)
         sources = [_item_source(item, index, max_bytes) for index, item in enumerate(items)]
         images, formats = await checked_images(sources, n=n, max_bytes=max_bytes, fetch=fetch,
-                                               limiter=limiter)
+                                               check=check)
     except BadResponse as exc:
         exc.usage = usage
         raise
@@ -282,13 +285,13 @@ def take(found: list[Any], n: int, notes: list[str]) -> list[Any]:
 
 
 async def checked_images(sources: list[bytes | str], *, n: int, max_bytes: int,
-                         fetch: Fetch, limiter: anyio.CapacityLimiter | None = None
+                         fetch: Fetch, check: Check | None = None
                          ) -> tuple[list[bytes], list[str]]:
     """Images and their formats from what a route found: bytes already decoded, a `data:`
     URL, or an http(s) URL for `fetch`. Exactly `n` sources are expected (use `take`
-    first); each passes `check_image`, in a worker thread (a 1024x1024 PNG takes ~2-17 ms
-    of CPU to check, a jpeg or webp to decode; the event loop keeps sending meanwhile).
-    `limiter` bounds how many are checked at once, and so the memory they take."""
+    first); each passes `check_image`, run by `check` (a Gateway's `Checking.check`), by
+    default in a worker thread (a 1024x1024 PNG takes ~2-17 ms of CPU to check, a jpeg
+    or webp to decode; the event loop keeps sending meanwhile)."""
     if len(sources) != n:
         raise BadResponse(f"the answer holds {len(sources)} image(s); {n} were asked for")
     images, formats = [], []
@@ -300,8 +303,7 @@ async def checked_images(sources: list[bytes | str], *, n: int, max_bytes: int,
         if len(source) > max_bytes:
             raise BadResponse(f"an image of {_mb(len(source))} is over the {_mb(max_bytes)} "
                               "limit (max_answer_mb in models.yaml)")
-        data, fmt = await anyio.to_thread.run_sync(functools.partial(check_image, source),
-                                                   limiter=limiter)
+        data, fmt = await (check or in_a_thread)(source)
         images.append(data)
         formats.append(fmt)
     return images, formats

@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import anyio
 
 from pipeline.config.models import Models
 from pipeline.config.redact import clean
@@ -39,7 +38,6 @@ from pipeline.errors import (
     StatusError,
 )
 from pipeline.gateway.answer import (
-    DECODING_AT_ONCE,
     DEFAULT_MAX_BYTES,
     MB,
     TEXT_CHARS,
@@ -49,6 +47,7 @@ from pipeline.gateway.answer import (
     take,
     usage_of,
 )
+from pipeline.gateway.checking import Checking
 from pipeline.gateway.download import Downloads
 from pipeline.gateway.retry import parse_retry_after
 from pipeline.gateway.routes import chat, gemini, images
@@ -86,7 +85,7 @@ class Gateway:
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(30.0, timeout))
         self.downloads = Downloads(session, provider.base_url, self._download_headers,
                                    self.timeout)
-        self.decoding = anyio.CapacityLimiter(DECODING_AT_ONCE)
+        self.checking = Checking()  # where the answers' images are checked
         key = provider.api_key.reveal() if provider.api_key else ""
         self._secrets = [key] if key else []
 
@@ -139,6 +138,7 @@ class Gateway:
             sent = await way.request(task, self.provider, files)
             if ready is not None:
                 await ready()
+            left = time.monotonic()
             try:
                 # No redirect: following one would send the images, the prompt and the
                 # key to wherever the answer points.
@@ -166,6 +166,7 @@ class Gateway:
                 # The connection broke after we began sending: we cannot know
                 # whether the gateway got (and billed) the request.
                 raise OutcomeUnknown(f"connection lost: {exc}") from exc
+        self.checking.answered_in(time.monotonic() - left)
         if answered is not None:
             answered()
         try:
@@ -192,7 +193,7 @@ class Gateway:
             sources = take(decoded.sources, task.n, notes)
             found, formats = await checked_images(
                 sources, n=task.n, max_bytes=limit,
-                fetch=lambda url: self.downloads.fetch(url, limit), limiter=self.decoding)
+                fetch=lambda url: self.downloads.fetch(url, limit), check=self.checking.check)
         except BadResponse as exc:
             exc.usage = usage
             raise

@@ -179,7 +179,7 @@ async def decode_answer(gateway: Gateway, task: Task, body: bytes,
     try:
         images = await decode_images_answer(
             body, n=task.n, max_bytes=limit,
-            fetch=lambda url: gateway.downloads.fetch(url, limit), limiter=gateway.decoding)
+            fetch=lambda url: gateway.downloads.fetch(url, limit), check=gateway.checking.check)
     except BadResponse as exc:
         exc.status, exc.request_id = 200, request_id  # answered, so billed
         gateway._clean(exc)
@@ -222,7 +222,7 @@ class BatchAPI:
 
     def __init__(self, session: aiohttp.ClientSession, provider: Provider, timeout: float,
                  models: Models | None = None):
-        self.gateway = Gateway(session, provider, timeout, models)  # headers, decoding
+        self.gateway = Gateway(session, provider, timeout, models)  # headers, checking
         self.session, self.base = session, provider.base_url
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(30.0, timeout),
                                              sock_read=timeout)
