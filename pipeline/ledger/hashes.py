@@ -28,7 +28,6 @@ class FileHashes:
     _db: sqlite3.Connection
     _write: Callable[[str, tuple[Any, ...]], sqlite3.Cursor]
     _wrote: Callable[[], None]
-    # The rows of the paths last looked up (None: a path with no row); the host sets it.
     # The rows of the paths last looked up (None: a path with no row), and of the look-up
     # before (the plan walks a chunk behind the check pass); the host sets both.
     _near: dict[str, _Row | None]

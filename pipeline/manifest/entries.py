@@ -200,13 +200,13 @@ class _Builder:
         self.entry_fields: dict[int, tuple[dict[str, Any], tuple[str, ...]]] = {}
         self._last: tuple[Path | None, str] = (None, "")  # the last path made relative
         self._prefix = os.path.join(str(root), "")
-        self.routes: dict[str, str] = {}  # model -> its route
+        self._routes: dict[str, str] = {}  # model -> its route
 
     def route(self, model: str) -> str:
         """The model's route on this provider, once per model."""
-        route = self.routes.get(model)
+        route = self._routes.get(model)
         if route is None:
-            route = self.routes[model] = self.routing.route(model) if self.routing else "images"
+            route = self._routes[model] = self.routing.route(model) if self.routing else "images"
         return route
 
     def relative(self, path: Path) -> str:
