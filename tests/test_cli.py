@@ -141,7 +141,7 @@ def test_init_writes_a_manifest_that_validates_and_runs(tmp_path: Path, cli: Cli
     check = cli("validate", "photos/imgedit.yaml")
     assert check.returncode == 0, check.stderr
     assert "3 tasks (new 3)" in check.stdout  # the mask is excluded
-    run = cli("run", "photos/imgedit.yaml", "--base-url", sim.base_url)
+    run = cli("run", "photos/imgedit.yaml", "--base-url", sim.base_url, "--rate", "unlimited")
     assert run.returncode == 0, run.stderr
 
 

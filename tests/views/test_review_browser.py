@@ -28,6 +28,7 @@ from tests.conftest import ROOT, TEST_KEY, Cli, wait_until, write_manifest
 MANIFEST = """
     version: 1
     provider: simulator
+    limits: {rate: unlimited}  # the default 30/min spaces requests 2 s apart
     defaults: {model: gpt-image-1, quality: low, size: 1024x1024}
     tasks:
       - id: shirt-navy
