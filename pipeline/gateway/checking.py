@@ -8,8 +8,8 @@ throughput). But a worker takes the GIL back ~40 times during a PNG check (every
 call lets go of it), and each time waits for a busy loop to let go in turn: a 16 KB
 1024x1024 answer spent 8-12 ms in a worker for 1.7 ms of work. Against a gateway that
 answers at once (`make bench`'s overhead run, 2,000 tasks, median of 4 runs each,
-alternated) checking such answers in place took 120 -> 155 tasks/s and the CPU per
-task 9.1 -> 7.4 ms, with the 0.5 s run unchanged. So while the gateway answers within
+alternated) checking such answers in place took 124 -> 142 tasks/s and the CPU per
+task 9.2 -> 8.2 ms, with the 0.5 s run unchanged. So while the gateway answers within
 QUICK_ANSWER (on average over the last answers), the loop is the bottleneck and a
 small PNG (`cheap_to_check`) is checked in place; anything else, or a slower gateway,
 goes to a worker thread, AT_ONCE at a time.
