@@ -43,29 +43,20 @@ class FileHashes:
         look-up before are kept too, so the plan, a chunk behind the check pass and in
         chunks of other sizes, finds every row and vouched-for hash it needs."""
         names = list(dict.fromkeys(map(str, paths)))
-        near, older = self._near, self._older
-        if all(name in near or name in older for name in names):
+        missing = [name for name in names if not self._held(name)]
+        if not missing:
             return  # the check pass looked these up already: the plan asks the same files
-        fresh: dict[str, _Row | None] = {}
-        missing = []
-        for name in names:
-            if name in near:
-                fresh[name] = near[name]
-            elif name in older:
-                fresh[name] = older[name]
-            else:
-                missing.append(name)
-                fresh[name] = None
+        fresh = {name: self._held_row(name) for name in names}
         for start in range(0, len(missing), LOOK_UP_MAX):
             part = missing[start:start + LOOK_UP_MAX]
             marks = ",".join("?" * len(part))
             for path, *row in self._db.execute(
                     f"SELECT path, {_COLUMNS} FROM file_hashes WHERE path IN ({marks})", part):
                 fresh[path] = tuple(row)  # type: ignore[assignment]
-        self._older, self._near = near, fresh
+        self._older, self._near = self._near, fresh
         # Bounded by the two chunks: a hash no fingerprint took (validate's check) goes.
         self._checked = {name: sha256 for name, sha256 in self._checked.items()
-                         if name in fresh or name in near}
+                         if self._held(name)}
 
     def _held(self, name: str) -> bool:
         return name in self._near or name in self._older

@@ -190,6 +190,7 @@ class Preflight:
             cost_by_model=cost_by_model, warnings=tuple(warnings),
             left_out={m: dict(c) for m, c in left_out.items()})
 
+
 def _label(task: Task | None, origin: Location | None) -> str:
     if task is None:
         return ""

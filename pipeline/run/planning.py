@@ -97,6 +97,9 @@ def plan_only(job: Job, ledger: Ledger, selection: Selection, *,
     return planned
 
 
+_FEW = 10_000  # new objects between two runs of the collector's youngest generation
+
+
 @contextlib.contextmanager
 def few_collections() -> Iterator[None]:
     """The pass over a manifest with the cyclic garbage collector mostly asleep. Its objects
@@ -110,5 +113,3 @@ def few_collections() -> Iterator[None]:
     finally:
         gc.set_threshold(*threshold)
 
-
-_FEW = 10_000

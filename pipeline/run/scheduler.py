@@ -142,7 +142,7 @@ class Scheduler:
             for item in work:
                 if self.stop:
                     return
-                # A loop turn a task: 16 a turn delayed paced requests into 429s (see git log)
+                # One task a loop turn: 16 a turn held paced requests back into 429s
                 await send.send(item)
 
     async def _work(self, receive: anyio.abc.ObjectReceiveStream[tuple[Task, str]]) -> None:
