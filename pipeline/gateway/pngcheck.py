@@ -158,7 +158,7 @@ def _inflate(bodies: Iterator[memoryview], passes: list[tuple[int, int]]) -> Non
             if not piece:
                 break
             done = filters.check(piece, done, expected)
-    except zlib.error as exc:
+    except zlib.error as exc:  # type: ignore[misc]  # zlib-ng's stub says an instance
         raise CorruptPng(f"its compressed stream is broken ({exc})") from exc
     if not stream.eof:
         raise CorruptPng(f"its compressed stream stops after {done} of {expected} bytes "

@@ -3,6 +3,8 @@ order, once each."""
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import anyio.lowlevel
 
@@ -74,7 +76,7 @@ async def test_it_switches_to_one_a_turn_as_soon_as_a_rate_is_set() -> None:
         await anyio.lowlevel.checkpoint()
         await feed(items(), send, lambda: False, lambda: sent < 50)
     receive.close()
-    steps = [b - a for a, b in zip(turns, turns[1:])]
+    steps = [b - a for a, b in itertools.pairwise(turns)]
     assert max(steps[:2]) >= BURST - 1  # eager at first
     assert max(steps[-20:]) <= 1  # one a turn once paced
 
