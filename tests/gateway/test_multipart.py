@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.gateway.routes import multipart
+from pipeline.gateway.routes import images, multipart
 from pipeline.gateway.routes.multipart import File
 from pipeline.simulator.request import read_form
 
@@ -29,14 +29,8 @@ parts = st.lists(st.tuples(st.text(st.characters(blacklist_categories=("Cs", "Cc
 
 
 async def formdata_bytes(form_parts: list[tuple[str, str | File]]) -> tuple[bytes, str]:
-    form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
-    for name, value in form_parts:
-        if isinstance(value, str):
-            form.add_field(name, value)
-        else:
-            form.add_field(name, value.data, filename=value.filename,
-                           content_type=value.content_type)
-    payload = form()
+    """The same parts as the route's streamed path writes them: aiohttp's FormData."""
+    payload = images._streamed(form_parts)()
     return await payload.as_bytes(), payload.content_type
 
 

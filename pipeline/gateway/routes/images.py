@@ -83,7 +83,8 @@ def _parts(task: Task, provider: Provider, files: ExitStack
 
 
 def _streamed(parts: list[tuple[str, str | multipart.File]]) -> aiohttp.FormData:
-    form = aiohttp.FormData(quote_fields=False)
+    """The same parts as aiohttp's form, which streams a file part from disk."""
+    form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
     for name, value in parts:
         if isinstance(value, str):
             form.add_field(name, value)
