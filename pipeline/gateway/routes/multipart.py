@@ -1,9 +1,9 @@
 """A small multipart/form-data body, built as bytes in one pass.
 
 The images route sends most requests as one bytes body (a body in parts is a dozen
-socket writes). Built through aiohttp's FormData and `as_bytes()`, that body cost
-~13% of the event loop in the 2,000-task overhead run (a payload object, a header
-dict and a writer per part); joined here it is a few string operations per part.
+socket writes). Built through aiohttp's FormData and `as_bytes()` (a payload object,
+a header dict and a writer per part), a small request took 88-98 us of the event
+loop; joined here, 22-35 us.
 
 The bytes are what FormData(quote_fields=False) writes, part for part (a test
 compares them): each part's Content-Type, then its Content-Disposition with the
@@ -26,6 +26,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class File(NamedTuple):
+    """A file part: the name the relay reads its type from, its type, its bytes."""
+
     filename: str
     content_type: str
     data: bytes | BinaryIO  # a file to stream is aiohttp's to send: `form` takes bytes
