@@ -363,9 +363,9 @@ def _output_stems(task: Task) -> dict[tuple[str, str | None], None]:
     honest = "{ext:" in task.output or "{ext!" in task.output  # a format spec: render each
     for index in range(task.n):
         if honest:
-            names = [os.path.normpath(task.output_name(index, ext)) for ext in _EXTS]
+            names = [_normal(task.output_name(index, ext)) for ext in _EXTS]
         else:
-            shape = os.path.normpath(task.output_name(index, _EXT))
+            shape = _normal(task.output_name(index, _EXT))
             if shape.endswith("." + _EXT) and shape.count(_EXT) == 1:
                 stems[(shape[: -len(_EXT) - 1], None)] = None
                 continue
@@ -373,6 +373,15 @@ def _output_stems(task: Task) -> dict[tuple[str, str | None], None]:
         for name in names:
             stems[os.path.splitext(name)] = None
     return stems
+
+
+def _normal(path: str) -> str:
+    """os.path.normpath(path), without its work for the usual output: an absolute path
+    with nothing to fold (no `//`, no `.` or `..` part, no separator at the end)."""
+    if (os.sep == "/" and path[:1] == "/" and "//" not in path and "/." not in path
+            and path[-1] != "/"):
+        return path
+    return os.path.normpath(path)
 
 
 def _template_problem(task: Task, exc: Exception) -> str:
