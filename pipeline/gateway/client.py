@@ -33,6 +33,7 @@ from pipeline.errors import (
     BadResponse,
     ConnectError,
     OutcomeUnknown,
+    PrepareFailed,
     RequestError,
     RouteUnfit,
     StatusError,
@@ -135,7 +136,11 @@ class Gateway:
                     answered: Callable[[], object] | None) -> Answer:
         limit = self.max_answer_bytes(task.model)
         with ExitStack() as files:
-            sent = await way.request(task, self.provider, files)
+            try:
+                sent = await way.request(task, self.provider, files)
+            except OSError as exc:  # gone or unreadable since the check pass: nothing sent
+                raise PrepareFailed(f"cannot read an input for the request: {exc}",
+                                    terminal=False) from exc
             if ready is not None:
                 await ready()
             left = time.monotonic()

@@ -134,6 +134,14 @@ class Throttle:
     def rate(self) -> float | None:
         return self.pacer.rate
 
+    def unpaced(self, proven: int) -> bool:
+        """No rate to keep (none told, no 429 yet) and `proven` answers already through.
+
+        Until then the scheduler hands out one task a loop turn: the first requests are
+        the ones that find an unknown limit, and each one on the wire when the first
+        429 comes back is refused with it."""
+        return self.rate is None and len(self._passed) >= proven
+
     async def turn(self) -> float:
         departed = await self.pacer.turn()
         if self._first is None:

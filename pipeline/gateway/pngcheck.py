@@ -12,6 +12,9 @@ after it. Filters are bijections on bytes, so such a stream decodes to pixels.
 Inflating with `max_length` pieces costs ~1.5 ms on a flat 1024x1024 RGB answer where
 `load()` costs ~5 ms, and it refuses what `load()` lets through: a stream that ends
 rows early (Pillow stops at the end of the zlib data and keeps the rest blank).
+The inflating and the CRCs are zlib-ng's (python-zlib-ng, the same API as `zlib`):
+it inflates the simulator's flat answer in 0.58 ms where zlib takes 1.95, and a
+noisy 2.4 MB photo in 9.6 ms where zlib takes 12.9; it gives the same bytes.
 
 Sound by construction: what passes here also passes `load()`. Where Pillow's load
 does work this module does not repeat (a palette to realize, an animation, a chunk
@@ -22,10 +25,10 @@ decoder does. Never keeps the pixels, never raises anything but `CorruptPng`.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 
 from PIL import PngImagePlugin
+from zlib_ng import zlib_ng as zlib
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PIECE = 256 * 1024  # inflated bytes per step: the memory this check takes
@@ -155,7 +158,7 @@ def _inflate(bodies: Iterator[memoryview], passes: list[tuple[int, int]]) -> Non
             if not piece:
                 break
             done = filters.check(piece, done, expected)
-    except zlib.error as exc:
+    except zlib.error as exc:  # type: ignore[misc]  # zlib-ng's stub says an instance
         raise CorruptPng(f"its compressed stream is broken ({exc})") from exc
     if not stream.eof:
         raise CorruptPng(f"its compressed stream stops after {done} of {expected} bytes "

@@ -139,8 +139,12 @@ def walk(tasks: Iterable[Task], ledger: Ledger, *, found: Found = Found.ADOPT,
         states = ledger.states([task.id for task in chunk])
         ledger.look_up(path for task in chunk for path in (*task.images, task.mask) if path)
         for task in chunk:
-            fp = fingerprint(task, ledger)
-            category = categorise(task, fp, states.get(task.id), endpoint)
+            record = states.get(task.id)
+            try:
+                fp = fingerprint(task, ledger)
+            except OSError:  # an input gone since the check pass: judged as the ledger saw
+                fp = record[0] if record else ""  # it; sent, the request fails the task
+            category = categorise(task, fp, record, endpoint)
             there = None  # the files at this task's output paths, once looked for
             if found is not Found.SKIP and category in (Category.UNKNOWN, Category.NEW):
                 there = _there(task)

@@ -259,8 +259,10 @@ class Batcher:
             for task, fp in work:
                 try:
                     await files.add(task, fp)
-                except (RequestError, ValueError) as exc:  # an image upload failed, or a
-                    if isinstance(exc, RequestError) and (  # line alone is over a file's size
+                # An image upload failed, a line alone is over a file's size, or an input
+                # is gone since the check pass (OSError): the task waits for the next run.
+                except (RequestError, ValueError, OSError) as exc:
+                    if isinstance(exc, RequestError) and (
                             retry.classify(exc) is retry.Verdict.FATAL):
                         raise RunAborted(f"the provider refused an upload: {exc}") from exc
                     self._say(f"task {task.id}: not submitted ({exc}); the next run tries "

@@ -1,4 +1,4 @@
-"""Fan tasks out to the gateway: a producer feeds a bounded queue, N workers drain it.
+"""Fan tasks out to the gateway: `feed` fills a bounded queue, N workers drain it.
 
 Each worker takes one task at a time through its attempts (retry.py decides,
 limits.py paces), writes the outputs (writer.py) and records every attempt
@@ -34,6 +34,7 @@ from pipeline.run import outcomes
 from pipeline.run.board import Board, ModelStopped
 from pipeline.run.commits import GroupCommit
 from pipeline.run.diskwriter import DiskWriter
+from pipeline.run.feed import feed
 from pipeline.run.gil import loop_first
 from pipeline.run.outcomes import cause, without_frames
 from pipeline.run.redo import keep_rejected
@@ -129,21 +130,13 @@ class Scheduler:
             self.settings.concurrency * 2)
         with loop_first():
             async with self.disk, anyio.create_task_group() as group:
-                group.start_soon(self._produce, work, send)
+                eager = functools.partial(self.throttle.unpaced, 2 * self.settings.concurrency)
+                group.start_soon(feed, work, send, lambda: bool(self.stop), eager)
                 # Twice as many workers as requests allowed in flight: while some check and
                 # save their answers, others keep every slot on the wire busy.
                 for _ in range(self.settings.concurrency * 2):
                     group.start_soon(self._work, receive.clone())
                 receive.close()
-
-    async def _produce(self, work: Iterable[tuple[Task, str]],
-                       send: anyio.abc.ObjectSendStream[tuple[Task, str]]) -> None:
-        async with send:
-            for item in work:
-                if self.stop:
-                    return
-                # One task a loop turn: 16 a turn held paced requests back into 429s
-                await send.send(item)
 
     async def _work(self, receive: anyio.abc.ObjectReceiveStream[tuple[Task, str]]) -> None:
         async with receive:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from pipeline.views.tally import Tally
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def line(t: Tally, cooldown: float = 0.0) -> str:
@@ -50,6 +50,8 @@ def _bar(done: int, total: int, width: int = 30) -> str:
 
 
 def _panel(t: Tally, cooldown: float) -> Table:
+    from rich.table import Table
+
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -79,7 +81,10 @@ async def show(t: Tally, cooldown: Callable[[], float], *, every: float, quiet: 
         while True:
             await anyio.sleep(0.5)
             flush()
-    if out.isatty():
+    if out.isatty():  # rich is imported for a terminal only: ~20 ms of a cron run's start
+        from rich.console import Console
+        from rich.live import Live
+
         with Live(_panel(t, cooldown()), console=Console(file=out), refresh_per_second=4,
                   transient=True) as live:
             while True:

@@ -70,6 +70,21 @@ async def test_a_part_is_named_for_its_real_format(tmp_path: Path, gateway) -> N
     assert sim.gateway.last["files"][0]["content_type"] == "image/png"
 
 
+@pytest.mark.parametrize("side", [16, 1100])  # sent as one body; streamed from disk
+async def test_a_newline_in_a_file_name_is_edited_not_fatal(tmp_path: Path, gateway,
+                                                            side: int) -> None:
+    """Linux allows it; aiohttp's form refused it and the whole run died with a traceback."""
+    client, sim = gateway
+    path = tmp_path / "sku\n12\r\nX-Evil: 1.jpg"
+    Image.effect_noise((side, side), 90).convert("RGB").save(path, "PNG")
+    shot = Task(id="t", images=(path,), prompt="navy", where=Location(tmp_path, 1),
+                root=tmp_path, fields={"model": "gpt-image-1"})
+    answer = await client.edit(shot, "k")
+    assert answer.formats == ["png"]
+    sent = sim.gateway.last["files"][0]
+    assert (sent["filename"], sent["bytes"]) == ("sku_12__X-Evil: 1.png", path.stat().st_size)
+
+
 def test_gemini_lives_beside_v1() -> None:
     assert origin("https://api.wenwen-ai.com/v1") == "https://api.wenwen-ai.com"
     assert origin("http://127.0.0.1:9/v1/") == "http://127.0.0.1:9"

@@ -150,6 +150,23 @@ async def test_told_nothing_it_goes_unpaced_until_a_429_then_paces_what_got_thro
     assert clock.now >= 1000.0 + SHORTEST_WINDOW  # the burst's window rolled over first
 
 
+async def test_unpaced_only_with_no_rate_and_enough_answers_through_without_a_429() -> None:
+    clock = FakeClock()
+    throttle = Throttle(None, clock=clock, sleep=clock.sleep)
+    sent = await departures(throttle, 4)
+    for departed in sent[:3]:
+        throttle.on_success(departed)
+    assert not throttle.unpaced(4)  # 3 answers through: still finding out
+    throttle.on_success(sent[3])
+    assert throttle.unpaced(4)
+    throttle.on_limited(await throttle.turn())
+    assert not throttle.unpaced(4)  # a 429 set a rate: paced from now on
+    told = Throttle(20.0, clock=clock, sleep=clock.sleep)
+    for departed in await departures(told, 8):
+        told.on_success(departed)
+    assert not told.unpaced(4)
+
+
 async def converge(throttle: Throttle, window: SlidingWindow, clock: FakeClock,
                    requests: int) -> tuple[int, float]:
     """One worker, 1 ms per round trip, against `window`: (429s, seconds for all)."""

@@ -26,6 +26,7 @@ from pipeline.config.models import sniff_format
 from pipeline.config.settings import Provider
 from pipeline.errors import BadResponse, RouteUnfit
 from pipeline.gateway.answer import b64_image, take
+from pipeline.gateway.routes import multipart
 from pipeline.gateway.routes.base import Decoded, Request
 from pipeline.task import IMAGE_FORMATS, Task
 
@@ -43,43 +44,54 @@ async def request(task: Task, provider: Provider, files: ExitStack) -> Request:
     """The request body, and its Content-Type header when we set it ourselves.
 
     Small inputs (IN_MEMORY_MAX in all): the whole form as one bytes object, sent in
-    one write. Handed the form itself, aiohttp writes every part on its own, a dozen
-    sends a request, each a chance for the writer threads to take the GIL from the
-    event loop. Otherwise the form, and aiohttp streams large files from disk.
+    one write (multipart.py). Handed a form, aiohttp writes every part on its own, a
+    dozen sends a request, each a chance for the writer threads to take the GIL from
+    the event loop. Otherwise aiohttp's FormData, which streams large files from disk.
     """
     url = f"{provider.base_url}/images/edits"
-    form, in_memory = _form(task, provider, files)
+    parts, in_memory = _parts(task, provider, files)
     if in_memory > IN_MEMORY_MAX:
-        return Request(url, form)
-    payload = form()
-    return Request(url, await payload.as_bytes(), {"Content-Type": payload.content_type})
+        return Request(url, _streamed(parts))
+    body, content_type = multipart.form(parts)
+    return Request(url, body, {"Content-Type": content_type})
 
 
-def _form(task: Task, provider: Provider, files: ExitStack) -> tuple[aiohttp.FormData, int]:
-    """The form, and the bytes of its files read into memory (over IN_MEMORY_MAX when
-    one is streamed). Files are opened anew for every attempt, so a retry never sends
-    a half-read body."""
-    form = aiohttp.FormData(quote_fields=False)
-    form.add_field("model", task.model)
-    form.add_field("prompt", task.prompt)
+def _parts(task: Task, provider: Provider, files: ExitStack
+           ) -> tuple[list[tuple[str, str | multipart.File]], int]:
+    """The form's parts in order, and the bytes of its files read into memory (over
+    IN_MEMORY_MAX when one is streamed). Files are opened anew for every attempt, so a
+    retry never sends a half-read body."""
+    parts: list[tuple[str, str | multipart.File]] = [("model", task.model), ("prompt", task.prompt)]
     name = provider.image_field if len(task.images) == 1 else provider.images_field
-    parts = [(name, path) for path in task.images]
+    files_in = [(name, path) for path in task.images]
     if task.mask is not None:
-        parts.append(("mask", task.mask))
+        files_in.append(("mask", task.mask))
     in_memory = 0
-    for field, path in parts:
+    for field, path in files_in:
         body, fmt = _file_part(files.enter_context(path.open("rb")))
         in_memory += len(body) if isinstance(body, bytes) else IN_MEMORY_MAX + 1
-        filename = f"{path.stem}.{fmt}" if fmt else path.name
-        form.add_field(field, body, filename=filename,
-                       content_type=IMAGE_FORMATS.get(fmt or "", "application/octet-stream"))
+        filename = multipart.label(f"{path.stem}.{fmt}" if fmt else path.name)
+        content_type = IMAGE_FORMATS.get(fmt or "", "application/octet-stream")
+        parts.append((field, multipart.File(filename, content_type, body)))
     for key, value in task.fields.items():
         if key == "model" or value is None:
             continue
         if key == "response_format" and not sends_response_format(task.model):
             continue
-        form.add_field(key, str(value).lower() if isinstance(value, bool) else str(value))
-    return form, in_memory
+        parts.append((key, str(value).lower() if isinstance(value, bool) else str(value)))
+    return parts, in_memory
+
+
+def _streamed(parts: list[tuple[str, str | multipart.File]]) -> aiohttp.FormData:
+    """The same parts as aiohttp's form, which streams a file part from disk."""
+    form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
+    for name, value in parts:
+        if isinstance(value, str):
+            form.add_field(name, value)
+        else:
+            form.add_field(name, value.data, filename=value.filename,
+                           content_type=value.content_type)
+    return form
 
 
 def _file_part(file: BinaryIO) -> tuple[bytes | BinaryIO, str | None]:
