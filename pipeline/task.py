@@ -108,8 +108,19 @@ class Task:
             head, dot, tail = template.rpartition(".")
             template = f"{head}-{{index}}.{tail}" if dot else f"{template}-{{index}}"
         values = {**self.placeholders, "id": self.id, "index": str(index), "ext": ext}
-        return os.path.join(self.root, template.format_map(values))  # an absolute one wins
+        return _joined(str(self.root), template.format_map(values))  # an absolute one wins
 
     def sidecar_path(self, ext: str) -> Path:
         """`<first output without extension>.json`, beside the outputs."""
         return self.output_path(0, ext).with_suffix(".json")
+
+
+def _joined(folder: str, name: str) -> str:
+    """os.path.join(folder, name), without its generic work where `/` is the separator
+    (posixpath's rule: an absolute name wins, else one `/` between): run per output of
+    every task on every pass."""
+    if os.sep != "/":
+        return os.path.join(folder, name)
+    if name.startswith("/"):
+        return name
+    return folder + name if not folder or folder.endswith("/") else f"{folder}/{name}"

@@ -42,10 +42,12 @@ class FileHashes:
         query: a re-run of 100k files makes 200 queries, not 200,000. The rows of the
         look-up before are kept too, so the plan, a chunk behind the check pass and in
         chunks of other sizes, finds every row and vouched-for hash it needs."""
-        names = list(dict.fromkeys(map(str, paths)))
-        missing = [name for name in names if not self._held(name)]
-        if not missing:
+        names = [str(path) for path in paths]
+        near, older = self._near, self._older
+        if all(name in near or name in older for name in names):
             return  # the check pass looked these up already: the plan asks the same files
+        names = list(dict.fromkeys(names))
+        missing = [name for name in names if not self._held(name)]
         fresh = {name: self._held_row(name) for name in names}
         for start in range(0, len(missing), LOOK_UP_MAX):
             part = missing[start:start + LOOK_UP_MAX]
@@ -65,7 +67,7 @@ class FileHashes:
         row = self._near.get(name)
         return row if row is not None or name in self._near else self._older.get(name)
 
-    def _row(self, path: Path, size: int, mtime_ns: int) -> _Row | None:
+    def _row(self, path: Path | str, size: int, mtime_ns: int) -> _Row | None:
         """This unchanged file's row: from the last look-ups when they named the path."""
         name = str(path)
         if self._held(name):
@@ -73,7 +75,7 @@ class FileHashes:
         else:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM file_hashes WHERE path = ?",
                                    (name,)).fetchone()
-        return row if row is not None and row[:2] == (size, mtime_ns) else None
+        return row if row is not None and row[0] == size and row[1] == mtime_ns else None
 
     def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str,
                       format: str | None = None) -> None:
@@ -85,11 +87,12 @@ class FileHashes:
 
     def known_input(self, path: Path, size: int, mtime_ns: int) -> Known | None:
         """What the last full check of this unchanged file found, if it was checked."""
-        row = self._row(path, size, mtime_ns)
+        name = str(path)
+        row = self._row(name, size, mtime_ns)
         if row is None or row[4] is None:
             return None
-        if self._held(str(path)):
-            self._checked[str(path)] = row[2]
+        if self._held(name):
+            self._checked[name] = row[2]
         return row[3] or "", row[4], row[5], row[6]
 
     def checked_hash(self, path: Path) -> str | None:

@@ -310,9 +310,11 @@ class Ledger(Claims, FileHashes):
         else:
             marks = ",".join("?" * len(ids))
             rows = self._db.execute(f"{sql} WHERE id IN ({marks})", tuple(ids))
+        loads, new = json.loads, tuple.__new__  # TaskState(...) goes through Python code
         return {
-            id_: TaskState(fp, _STATES[state], terminal == 1, _paths(outputs),
-                           json.loads(written) if written else None, endpoint)
+            id_: new(TaskState, (fp, _STATES[state], terminal == 1,
+                                 loads(outputs) if outputs != "[]" else [],
+                                 loads(written) if written else None, endpoint))
             for id_, fp, state, terminal, outputs, written, endpoint in rows
         }
 
@@ -362,10 +364,6 @@ def corrupt_message(path: Path | None, exc: Exception) -> str:
     return (f"{where}the ledger is damaged ({exc}). Restore it from a backup, or move it"
             " aside (with its -wal and -shm files) and run again: the sidecars beside the"
             " results let the next run adopt finished work instead of paying for it again")
-
-
-def _paths(outputs: str) -> list[str]:
-    return json.loads(outputs) if outputs != "[]" else []
 
 
 def _without_secrets(value: Any) -> Any:

@@ -260,8 +260,9 @@ class _Builder:
                  columns: Mapping[str, str] | None = None,
                  origin: Location | None = None, known_id: str | None = None) -> Made:
         root = self.root
-        images = ((first,) if first else ()) + tuple(resolve(root, s) for s in
-                                                     as_list(values.get("images")))
+        more = values.get("images")  # none for most glob entries: no generator then
+        images = ((first,) if first else ()) + (tuple(resolve(root, s) for s in as_list(more))
+                                                if more is not None else ())
         mask = resolve(root, str(values["mask"])) if values.get("mask") else None
         rel = self.relative(images[0])
         folder, _, name = rel.rpartition("/")

@@ -84,10 +84,11 @@ def matches_any(root: Path, patterns: list[str], exclude: list[str]) -> Iterator
     previous = None
     streams = [matches(root, p) for p in patterns]
     for path in streams[0] if len(streams) == 1 else heapq.merge(*streams):
-        if path == previous:
-            continue  # two patterns matched the same file: one task
-        previous = path
-        if any(r.fullmatch(path.name) for r in by_name):
+        if len(streams) > 1:  # one pattern yields each file once: nothing to compare
+            if path == previous:
+                continue  # two patterns matched the same file: one task
+            previous = path
+        if by_name and any(r.fullmatch(path.name) for r in by_name):
             continue
         if by_path:
             rel = os.path.relpath(path, root).replace(os.sep, "/")
@@ -109,15 +110,20 @@ def matches(root: Path, pattern: str) -> Iterator[Path]:
     stars = parts.index("**") if "**" in parts else len(parts)
     levels = [re.compile(_segment(p)) for p in parts[:stars]]
     walker = _Walker(_regex(parts), levels, recursive=stars < len(parts), depth=len(parts),
-                     hidden=any(p.startswith(".") for p in parts))
+                     hidden=any(p.startswith(".") for p in parts),
+                     name=None if parts[-1] == "**" else re.compile(_segment(parts[-1], True)))
     yield from walker.walk(base, "", 0)
 
 
 class _Walker:
     def __init__(self, regex: re.Pattern[str], levels: list[re.Pattern[str]],
-                 recursive: bool, depth: int, hidden: bool):
+                 recursive: bool, depth: int, hidden: bool, name: re.Pattern[str] | None):
         self.regex, self.levels, self.recursive, self.depth = regex, levels, recursive, depth
         self.hidden = hidden  # the pattern names a dot-folder: `**` must look inside those
+        # The last segment alone, tried on the bare name first: it turns away our outputs
+        # and sidecars beside the photos (`x.edited.png`, `x.edited.json` under `*.jpg`)
+        # in one short match instead of the whole path's.
+        self.name = name
 
     def walk(self, folder: Path, rel: str, depth: int) -> Iterator[Path]:
         try:
@@ -127,17 +133,19 @@ class _Walker:
                 names, kinds = [], {}
                 for entry in it:
                     names.append(entry.name)
-                    if (kind := self._kind(entry, depth)) != "file":
+                    # Most entries are files (photos, our outputs and sidecars): the type
+                    # the listing gave answers without a stat or a call per entry.
+                    if not _is_file(entry) and (kind := self._kind(entry, depth)) != "file":
                         kinds[entry.name] = kind
         except OSError:
             return  # an unreadable folder matches nothing; a pattern that finds nothing says so
         names.sort()  # a folder's contents sort where its name sorts: sorted(Paths)'s order
         for name in names:
-            path = f"{rel}{name}"
             kind = kinds.get(name, "file")
             if kind == "folder":
-                yield from self.walk(folder / name, path + "/", depth + 1)
-            elif kind == "file" and self.regex.fullmatch(path):
+                yield from self.walk(folder / name, f"{rel}{name}/", depth + 1)
+            elif (kind == "file" and (self.name is None or self.name.fullmatch(name))
+                  and self.regex.fullmatch(f"{rel}{name}")):
                 yield folder / name
 
     def _kind(self, entry: os.DirEntry[str], depth: int) -> str:
@@ -156,6 +164,15 @@ class _Walker:
         if not self.recursive or (entry.name.startswith(".") and not self.hidden):
             return "skip"  # `**` never matches .git and friends: no need to walk them
         return "folder"
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """A file by the listing's own word (no stat where the file system gives the type);
+    False for folders, links and anything in doubt: `_kind` looks at those."""
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 _ANY_EXT = r"(?:png|jpeg|webp)"

@@ -252,6 +252,9 @@ class _Seen:
         self.root = self._real_dir(str(manifest.root))  # ends in a separator
         self.ids: dict[str, Location] = {}
         self.inputs: dict[int, str] = {}  # path key -> id of the first task reading it
+        # The text after the last dot of every input so far: an output path ending in
+        # another (`.png` where the inputs are `.jpg`) can be no input, so is not looked up.
+        self.tails: set[str] = set()
         # stem key -> the writer's id (any image format), or (id, its one extension)
         self.outputs: dict[int, str | tuple[str, str]] = {}
 
@@ -275,6 +278,7 @@ class _Seen:
     def _inputs(self, task: Task, own: Mapping[str, Path]) -> list[str]:
         for canonical in own:
             self.inputs.setdefault(_key(canonical), task.id)
+            self.tails.add(canonical.rpartition(".")[2])
         for canonical, path in own.items():
             stem, ext = os.path.splitext(canonical)
             writer = self.outputs.get(_key(stem))
@@ -300,7 +304,10 @@ class _Seen:
                                  f"manifest's folder {root}: change the output template, or "
                                  "set allow_outside: true")
             for suffix in (_SUFFIXES if ext is None else (ext,)):
-                self._check_file(task, stem + suffix, canonical_stem + suffix, own, found)
+                # A suffix is empty, or a dot and no other (splitext's): an input it
+                # could be ends in the same text after its last dot.
+                if not suffix or suffix[1:] in self.tails:
+                    self._check_file(task, stem + suffix, canonical_stem + suffix, own, found)
             mine: str | tuple[str, str] = task.id if ext is None else (task.id, sys.intern(ext))
             writer = self.outputs.setdefault(_key(canonical_stem), mine)
             writer_id = writer if isinstance(writer, str) else writer[0]
@@ -356,9 +363,9 @@ def _output_stems(task: Task) -> dict[tuple[str, str | None], None]:
     honest = "{ext:" in task.output or "{ext!" in task.output  # a format spec: render each
     for index in range(task.n):
         if honest:
-            names = [os.path.normpath(task.output_name(index, ext)) for ext in _EXTS]
+            names = [_normal(task.output_name(index, ext)) for ext in _EXTS]
         else:
-            shape = os.path.normpath(task.output_name(index, _EXT))
+            shape = _normal(task.output_name(index, _EXT))
             if shape.endswith("." + _EXT) and shape.count(_EXT) == 1:
                 stems[(shape[: -len(_EXT) - 1], None)] = None
                 continue
@@ -366,6 +373,15 @@ def _output_stems(task: Task) -> dict[tuple[str, str | None], None]:
         for name in names:
             stems[os.path.splitext(name)] = None
     return stems
+
+
+def _normal(path: str) -> str:
+    """os.path.normpath(path), without its work for the usual output: an absolute path
+    with nothing to fold (no `//`, no `.` or `..` part, no separator at the end)."""
+    if (os.sep == "/" and path[:1] == "/" and "//" not in path and "/." not in path
+            and path[-1] != "/"):
+        return path
+    return os.path.normpath(path)
 
 
 def _template_problem(task: Task, exc: Exception) -> str:
