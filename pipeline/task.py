@@ -29,6 +29,7 @@ REQUEST_FIELDS = (
 )
 
 IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+EXT_MARK = "\0ext\0"  # stands for {ext} in Task.output_shape
 
 
 class State(enum.StrEnum):
@@ -109,6 +110,14 @@ class Task:
             template = f"{head}-{{index}}.{tail}" if dot else f"{template}-{{index}}"
         values = {**self.placeholders, "id": self.id, "index": str(index), "ext": ext}
         return _joined(str(self.root), template.format_map(values))  # an absolute one wins
+
+    def output_shape(self, index: int) -> str | None:
+        """output_name(index, EXT_MARK): one render for every image format (replace the
+        mark with each; a pass over 100k tasks renders once per output, not three times).
+        None when the template formats {ext} itself (`{ext:>5}`): render each format."""
+        if "{ext:" in self.output or "{ext!" in self.output:
+            return None
+        return self.output_name(index, EXT_MARK)
 
     def sidecar_path(self, ext: str) -> Path:
         """`<first output without extension>.json`, beside the outputs."""

@@ -241,8 +241,11 @@ Fetch = Callable[[str], Awaitable[bytes]]
 Check = Callable[[bytes], Awaitable[tuple[bytes, str]]]  # check_image, run somewhere
 
 
-async def in_a_thread(data: bytes) -> tuple[bytes, str]:
-    return await anyio.to_thread.run_sync(functools.partial(check_image, data))
+async def in_a_thread(data: bytes, limiter: anyio.CapacityLimiter | None = None
+                      ) -> tuple[bytes, str]:
+    """check_image(data) in a worker thread (`limiter`: how many at once)."""
+    return await anyio.to_thread.run_sync(functools.partial(check_image, data),
+                                          limiter=limiter)
 
 
 async def decode_images_answer(body: bytes, *, n: int, max_bytes: int = DEFAULT_MAX_BYTES,

@@ -6,7 +6,8 @@ wants: there a check in place holds back the requests waiting to leave (at 0.5 s
 request, answers come back in waves, and checking a wave in place cost ~10% of the
 throughput). But a worker takes the GIL back ~40 times during a PNG check (every zlib
 call lets go of it), and each time waits for a busy loop to let go in turn: a 16 KB
-1024x1024 answer spent 8-12 ms in a worker for 1.7 ms of work. Against a gateway that
+1024x1024 answer spent 8-12 ms in a worker for 1.7 ms of work (with zlib; zlib-ng
+has since cut its inflating from 1.95 to 0.58 ms). Against a gateway that
 answers at once (`make bench`'s overhead run, 2,000 tasks, median of 4 runs each,
 alternated) checking such answers in place took 124 -> 142 tasks/s and the CPU per
 task 9.2 -> 8.2 ms, with the 0.5 s run unchanged. So while the gateway answers within
@@ -19,12 +20,9 @@ Never decides what passes: `answer.check_image` does, wherever it runs.
 
 from __future__ import annotations
 
-import functools
-
 import anyio
-import anyio.to_thread
 
-from pipeline.gateway.answer import check_image
+from pipeline.gateway.answer import check_image, in_a_thread
 from pipeline.gateway.pngcheck import SIGNATURE as PNG_SIGNATURE
 
 QUICK_ANSWER = 0.05  # seconds from request to answer, on average, for checks in place
@@ -53,8 +51,7 @@ class Checking:
     async def check(self, data: bytes) -> tuple[bytes, str]:
         if self.quick and cheap_to_check(data):
             return check_image(data)
-        return await anyio.to_thread.run_sync(functools.partial(check_image, data),
-                                              limiter=self.limiter)
+        return await in_a_thread(data, self.limiter)
 
 
 def cheap_to_check(data: bytes) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.ledger.durable import is_temp_name
-from pipeline.task import IMAGE_FORMATS, Task
+from pipeline.task import EXT_MARK, IMAGE_FORMATS, Task
 
 SIDECAR_SUFFIX = ".json"
 
@@ -29,18 +29,14 @@ SIDECAR_SUFFIX = ".json"
 Written = tuple[str, int, int, str]
 
 
-_EXT = "\0ext\0"  # stands for {ext}: a template is rendered once per index, not per format
-
-
 def output_slots(task: Task) -> dict[str, set[str]]:
     """Each output's path without extension → the extensions it may be written with."""
     slots: dict[str, set[str]] = {}
-    plain = "{ext:" not in task.output and "{ext!" not in task.output  # no format spec
     for index in range(task.n):
         try:
-            shape = task.output_name(index, _EXT) if plain else ""
+            shape = task.output_shape(index)
             # Text, not a Path: normpath below does what a Path would.
-            paths = ([shape.replace(_EXT, ext) for ext in IMAGE_FORMATS] if _EXT in shape
+            paths = ([shape.replace(EXT_MARK, ext) for ext in IMAGE_FORMATS] if shape is not None
                      else [task.output_name(index, ext) for ext in IMAGE_FORMATS])
         except (KeyError, ValueError, IndexError):
             return {}  # a template preflight refuses: nothing can be written there

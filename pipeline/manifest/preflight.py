@@ -26,7 +26,7 @@ from pipeline.manifest import prepared
 from pipeline.manifest.entries import Made, os_reason
 from pipeline.manifest.inputs import InputCache, check_input, preparable
 from pipeline.manifest.problems import Problems
-from pipeline.task import IMAGE_FORMATS, Location, Task
+from pipeline.task import EXT_MARK, IMAGE_FORMATS, Location, Task
 
 if TYPE_CHECKING:
     from pipeline.manifest.load import Manifest
@@ -350,7 +350,6 @@ def _input_files(task: Task) -> tuple[Path, ...]:
     return (*task.images, task.mask) if task.mask else task.images
 
 
-_EXT = "\0ext\0"  # stands for {ext} while rendering: one render per index, not per format
 _SUFFIXES = tuple(f".{ext}" for ext in _EXTS)
 
 
@@ -360,16 +359,16 @@ def _output_stems(task: Task) -> dict[tuple[str, str | None], None]:
     Paths are normalised (`out/../x.png` is the file it is). A dict keeps them in order.
     """
     stems: dict[tuple[str, str | None], None] = {}
-    honest = "{ext:" in task.output or "{ext!" in task.output  # a format spec: render each
     for index in range(task.n):
-        if honest:
+        shape = task.output_shape(index)
+        if shape is None:  # a format spec: render each
             names = [_normal(task.output_name(index, ext)) for ext in _EXTS]
         else:
-            shape = _normal(task.output_name(index, _EXT))
-            if shape.endswith("." + _EXT) and shape.count(_EXT) == 1:
-                stems[(shape[: -len(_EXT) - 1], None)] = None
+            shape = _normal(shape)
+            if shape.endswith("." + EXT_MARK) and shape.count(EXT_MARK) == 1:
+                stems[(shape[: -len(EXT_MARK) - 1], None)] = None
                 continue
-            names = [shape.replace(_EXT, ext) for ext in _EXTS]
+            names = [shape.replace(EXT_MARK, ext) for ext in _EXTS]
         for name in names:
             stems[os.path.splitext(name)] = None
     return stems
