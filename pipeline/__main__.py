@@ -1,5 +1,5 @@
 """`python -m pipeline` is the same program as the `imgedit` console script."""
 
-from pipeline.cli import main
+from pipeline.cli import entry
 
-main()
+entry()

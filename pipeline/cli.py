@@ -15,11 +15,12 @@ for that module's imports (aiohttp, Pillow, rich, the simulator...).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -371,3 +372,29 @@ def init(folder: Path, config: str | None, force: bool) -> None:
         return 0
 
     sys.exit(_guard(write))
+
+
+def entry() -> NoReturn:
+    """The `imgedit` program: `main`, then leave without the interpreter's teardown.
+
+    Once a command returned, the ledger is closed and every file written and renamed;
+    the teardown only frees every object one by one (0.09-0.20 s after a 1,000-task run,
+    a gc pass over its ~96k objects 88 ms of it). So flush what was said, and leave with
+    the exit code. An exit message, or a thread still at work, takes the usual way out;
+    library callers keep their interpreter (only this entry point does it)."""
+    code: int | str | None = 0
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code
+    threading = sys.modules.get("threading")
+    if (code is not None and not isinstance(code, int)) or (threading and any(
+            thread.is_alive() and not thread.daemon and thread is not threading.main_thread()
+            for thread in threading.enumerate())):
+        raise SystemExit(code)  # a message to print, or a thread still at work: the usual way
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader that went away
+            stream.flush()
+    if (logging := sys.modules.get("logging")) is not None:
+        logging.shutdown()  # flushes and closes --log-file
+    os._exit(code or 0)

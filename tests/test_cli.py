@@ -189,3 +189,22 @@ def test_a_damaged_ledger_page_is_a_message_in_every_command_that_reads_it(
         assert done.returncode == 2, (command, done.stderr)
         assert "the ledger is damaged" in done.stderr and "move it aside" in done.stderr
         assert "Traceback" not in done.stderr, command
+
+
+def test_a_run_leaves_with_everything_said_and_the_ledger_closed(tmp_path: Path,
+                                                                 cli: Cli, sim) -> None:
+    # The command line skips the interpreter's teardown (cli._leave): what it printed to a
+    # pipe, what it logged to a file and the ledger must all be whole when it is gone, and
+    # the exit code the run's.
+    photos(tmp_path, tuple(f"p{i:02}.jpg" for i in range(12)))
+    for command in (["run", "--base-url", sim.base_url], ["validate"]):
+        done = cli(command[0], "job.yaml", *command[1:], "--json",
+                   *(["--log-file", "run.log"] if command[0] == "run" else []))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)  # the whole summary, or the whole plan
+    assert (tmp_path / "run.log").read_text().splitlines()[-1].split(" INFO ")[1].startswith(
+        "run finished")
+    assert not list(tmp_path.glob("*.sqlite-wal"))  # closed, so checkpointed and removed
+    failing = cli("run", "job.yaml", "--base-url", sim.base_url, "--json", "--force",
+                  env={"IMGEDIT_API_KEY": "wrong"})
+    assert failing.returncode == 3 and json.loads(failing.stdout)["exit_code"] == 3

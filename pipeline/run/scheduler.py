@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from tenacity import RetryCallState
+from tenacity import AsyncRetrying, RetryCallState
 
 from pipeline.config.settings import Settings
 from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
@@ -148,15 +148,11 @@ class Scheduler:
     async def _process(self, task: Task, fingerprint: str) -> None:
         key = idempotency_key(task.id, fingerprint + self.key_salt)
         failed: list[RequestError] = []  # each failed attempt's error, oldest first
-        policy = retry.policy(
-            retries=self.settings.retries, deadline=self.settings.task_deadline,
-            retry_unknown=self.settings.retry_unknown,
-            before_sleep=functools.partial(self._before_sleep, task), sleep=self.stop.sleep)
+        send = functools.partial(self.board.send, task.model, task.route, functools.partial(
+            self._attempt, task, fingerprint, key, failed))
         try:
-            async for attempt in policy:
-                with attempt:
-                    answer = await self.board.send(task.model, task.route, functools.partial(
-                        self._attempt, task, fingerprint, key, failed))
+            answer = await retry.attempts(send, self.settings.task_deadline,
+                                          functools.partial(self._policy, task))
         except RequestError as exc:
             self._record_failure(task, fingerprint, exc)
             return
@@ -172,6 +168,12 @@ class Scheduler:
         # A paid answer is in hand: a cancel must not cut its saving short.
         with anyio.CancelScope(shield=True):
             await self._save(task, fingerprint, answer, len(failed) + 1)
+
+    def _policy(self, task: Task, deadline: float) -> AsyncRetrying:
+        return retry.policy(
+            retries=self.settings.retries, deadline=deadline,
+            retry_unknown=self.settings.retry_unknown,
+            before_sleep=functools.partial(self._before_sleep, task), sleep=self.stop.sleep)
 
     def _before_sleep(self, task: Task, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from tenacity import AsyncRetrying
 
 from pipeline.errors import BadResponse, ConnectError, OutcomeUnknown, RouteUnfit, StatusError
 from pipeline.gateway.classify import final_verdict
-from pipeline.gateway.retry import Verdict, classify, is_overload, parse_retry_after, policy
+from pipeline.gateway.retry import (
+    Verdict,
+    attempts,
+    classify,
+    is_overload,
+    parse_retry_after,
+    policy,
+)
 
 
 @pytest.mark.parametrize(
@@ -145,3 +153,69 @@ async def test_policy_does_not_retry_bugs() -> None:
                 calls += 1
                 _ = 1 / 0
     assert calls == 1
+
+
+class Sends:
+    """A request that answers from a script: each item an answer or an error to raise."""
+
+    def __init__(self, *script: object):
+        self.script = list(script)
+        self.count = 0
+
+    async def __call__(self) -> object:
+        self.count += 1
+        outcome = self.script.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+async def test_attempts_builds_no_policy_when_the_first_attempt_succeeds() -> None:
+    def no_policy(deadline: float) -> AsyncRetrying:
+        raise AssertionError("a policy was built for a first success")
+
+    send = Sends("answer")
+    assert await attempts(send, 60, no_policy) == "answer"
+    assert send.count == 1
+
+
+async def test_attempts_replays_the_first_failure_into_the_policy() -> None:
+    # The policy sees the first failure as its attempt 1 (its wait and its log come from
+    # it), and the second request is the only one sent after it: two in all, not three.
+    first = StatusError(502, "bad gateway")
+    seen: list[tuple[int, BaseException | None]] = []
+    deadlines: list[float] = []
+
+    def logged(deadline: float) -> AsyncRetrying:
+        deadlines.append(deadline)
+        return policy(retries=3, deadline=deadline, scale=0, before_sleep=lambda state: seen.append(
+            (state.attempt_number, state.outcome.exception() if state.outcome else None)))
+
+    send = Sends(first, "answer")
+    assert await attempts(send, 60, logged) == "answer"
+    assert send.count == 2
+    assert seen == [(1, first)]
+    assert len(deadlines) == 1 and 59 < deadlines[0] <= 60  # what is left of the 60 s
+
+
+async def test_attempts_counts_the_first_failure_among_the_retries() -> None:
+    send = Sends(*[StatusError(502, "bad gateway")] * 5)
+    with pytest.raises(StatusError):
+        await attempts(send, 60, lambda left: policy(retries=2, deadline=left, scale=0))
+    assert send.count == 3  # the first and two retries
+
+
+async def test_attempts_raises_what_is_not_retried_after_one_request() -> None:
+    for error in (StatusError(400, "bad", code="moderation_blocked"), ZeroDivisionError()):
+        send = Sends(error, "never sent")
+        with pytest.raises(type(error)):
+            await attempts(send, 60, lambda left: policy(retries=3, deadline=left, scale=0))
+        assert send.count == 1
+
+
+async def test_attempts_keeps_the_deadline_of_the_first_request() -> None:
+    # A first attempt that used the whole deadline leaves the policy no time: no retry.
+    send = Sends(StatusError(502, "bad gateway"), "late")
+    with pytest.raises(StatusError):
+        await attempts(send, 0, lambda left: policy(retries=3, deadline=left, scale=0))
+    assert send.count == 1
