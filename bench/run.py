@@ -19,6 +19,7 @@ import datetime
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -57,6 +58,7 @@ def main() -> int:
     # PYTHONDONTWRITEBYTECODE set, every client start would compile the package again.
     compileall.compile_dir(Path(__file__).resolve().parent.parent / "pipeline", quiet=1)
     load_before = os.getloadavg()[0]
+    file_cost = new_file_cost(work)
     started = time.perf_counter()
     results: list[Outcome] = []
     try:
@@ -68,7 +70,7 @@ def main() -> int:
                   flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(render(results, time.perf_counter() - started, load_before))
+    print(render(results, time.perf_counter() - started, load_before, file_cost))
     return 0
 
 
@@ -113,7 +115,7 @@ def profiler(folder: str) -> scenarios.Profile:
     return wrap
 
 
-def render(results: list[Outcome], elapsed: float, load_before: float) -> str:
+def render(results: list[Outcome], elapsed: float, load_before: float, file_cost: float) -> str:
     rows = [r for o in results for r in o.rows]
     table = [HEADERS, *((r.scenario, r.figure, r.imgedit, r.sdk, r.target, r.verdict)
                         for r in rows)]
@@ -130,7 +132,30 @@ def render(results: list[Outcome], elapsed: float, load_before: float) -> str:
     busy = " (other work was using the cores: the figures are low)" if load_before > 0.5 else ""
     lines.append(f"  bench took {elapsed:.0f} s in all; load average before it "
                  f"{load_before:.2f}{busy}")
+    lines.append(f"  a new file in the work folder (create, 4 KB, fsync, rename) took "
+                 f"{file_cost * 1e6:.0f} us (median of 200); imgedit writes two a task, "
+                 "the SDK script one")
     return "\n".join(lines)
+
+
+def new_file_cost(folder: Path, count: int = 200) -> float:
+    """Median seconds to write one new file in `folder` as imgedit writes an output.
+
+    On this machine's ext4, creating a file took 0.3-0.7 ms in /tmp after a day of
+    benchmarks' files were made and deleted there, and 0.02-0.03 ms once they were gone
+    (or in another folder): imgedit's disk threads spent 1.3-1.9 ms of system time a
+    task in the overhead run, then ~0.5. The note says which machine a table is from."""
+    data, times = os.urandom(4096), []
+    scratch = Path(tempfile.mkdtemp(prefix="files-", dir=folder))
+    for n in range(count):
+        started = time.perf_counter()
+        fd, temp = tempfile.mkstemp(dir=scratch)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(temp, scratch / f"{n}.png")
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def machine() -> str:

@@ -116,9 +116,9 @@ class Scheduler:
         self.spool = spool  # where a paid answer waits when its folder refuses it
         # --redo-rejected: task id → its rejected files, renamed aside before the new write.
         self.keep_aside = keep_aside or {}
-        # A few writer threads: enough to overlap fsyncs, few enough not to fight the
-        # event loop for the GIL (40 threads made every call on the loop slower).
-        self.disk = DiskWriter(threads=4)
+        # Up to a few writer threads: enough to overlap slow fsyncs, few enough not to
+        # fight the event loop for the GIL (40 threads made every call on the loop slower).
+        self.disk = DiskWriter(most=4)
         self.commits = GroupCommit(ledger.flush)
         # Tasks an earlier run may have been billed for (left `unknown`, or failed on a paid
         # but unusable answer): a paid answer for one now may be a second charge.
