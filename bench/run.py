@@ -115,7 +115,8 @@ def profiler(folder: str) -> scenarios.Profile:
     return wrap
 
 
-def render(results: list[Outcome], elapsed: float, load_before: float, file_cost: float) -> str:
+def render(results: list[Outcome], elapsed: float, load_before: float,
+           file_cost: tuple[float, float]) -> str:
     rows = [r for o in results for r in o.rows]
     table = [HEADERS, *((r.scenario, r.figure, r.imgedit, r.sdk, r.target, r.verdict)
                         for r in rows)]
@@ -132,31 +133,34 @@ def render(results: list[Outcome], elapsed: float, load_before: float, file_cost
     busy = " (other work was using the cores: the figures are low)" if load_before > 0.5 else ""
     lines.append(f"  bench took {elapsed:.0f} s in all; load average before it "
                  f"{load_before:.2f}{busy}")
-    lines.append(f"  a new file in the work folder (create, 4 KB, fsync, rename) took "
-                 f"{file_cost * 1e6:.0f} us (median of 200); imgedit writes two a task, "
-                 "the SDK script one")
+    create, sync = file_cost
+    lines.append(f"  a new file in the work folder: {create * 1e6:.0f} us to create, fill (4 KB) "
+                 f"and rename, {sync * 1e6:.0f} us to fsync (medians of 200); imgedit writes two "
+                 "a task and fsyncs one, the SDK script writes one")
     return "\n".join(lines)
 
 
-def new_file_cost(folder: Path, count: int = 200) -> float:
-    """Median seconds to write one new file in `folder` as imgedit writes an output.
+def new_file_cost(folder: Path, count: int = 200) -> tuple[float, float]:
+    """Median seconds to create, fill and rename one new file in `folder`, and to fsync it.
 
     On this machine's ext4, creating a file took 0.3-0.7 ms in /tmp after a day of
     benchmarks' files were made and deleted there, and 0.02-0.03 ms once they were gone
     (or in another folder): imgedit's disk threads spent 1.3-1.9 ms of system time a
     task in the overhead run, then ~0.5. The note says which machine a table is from."""
-    data, times = os.urandom(4096), []
+    data, create, sync = os.urandom(4096), [], []
     scratch = Path(tempfile.mkdtemp(prefix="files-", dir=folder))
     for n in range(count):
         started = time.perf_counter()
         fd, temp = tempfile.mkstemp(dir=scratch)
         os.write(fd, data)
+        written = time.perf_counter()
         os.fsync(fd)
+        synced = time.perf_counter()
         os.close(fd)
         os.replace(temp, scratch / f"{n}.png")
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
+        create.append(time.perf_counter() - synced + written - started)
+        sync.append(synced - written)
+    return statistics.median(create), statistics.median(sync)
 
 def machine() -> str:
     cpu = "unknown CPU"
