@@ -143,7 +143,6 @@ class Gateway:
                                     terminal=False) from exc
             if ready is not None:
                 await ready()
-            left = time.monotonic()
             try:
                 # No redirect: following one would send the images, the prompt and the
                 # key to wherever the answer points.
@@ -171,7 +170,6 @@ class Gateway:
                 # The connection broke after we began sending: we cannot know
                 # whether the gateway got (and billed) the request.
                 raise OutcomeUnknown(f"connection lost: {exc}") from exc
-        self.checking.answered_in(time.monotonic() - left)
         if answered is not None:
             answered()
         try:

@@ -1,5 +1,5 @@
-"""Where answers are checked: in place only for a small PNG from a gateway that answers
-quickly, else in a worker thread; either way the same check refuses the same damage."""
+"""Where answers are checked: in place only for a small PNG while the process is busy,
+else in a worker thread; either way the same check refuses the same damage."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from PIL import Image
 from pipeline.errors import BadResponse
 from pipeline.gateway.checking import (
     AT_ONCE,
+    BUSY,
     IN_PLACE_BYTES,
-    QUICK_ANSWER,
+    WINDOW,
     Checking,
     cheap_to_check,
 )
@@ -46,14 +47,42 @@ def test_only_a_small_png_of_at_most_a_megapixel_is_cheap_to_check() -> None:
     assert not cheap_to_check(encoded("JPEG")) and not cheap_to_check(b"\x89PNG")
 
 
-def test_the_gateway_is_quick_once_its_answers_average_under_the_limit() -> None:
-    checking = Checking()
-    assert not checking.quick  # nothing known yet: worker threads
-    for _ in range(5):
-        checking.answered_in(QUICK_ANSWER / 5)
-    assert checking.quick
-    checking.answered_in(30.0)  # one slow answer moves the average past the limit
-    assert not checking.quick
+class Clocks:
+    """The wall clock and the process's CPU clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def spend(self, seconds: float, busy: float) -> None:
+        self.wall += seconds
+        self.cpu += seconds * busy
+
+    def checking(self) -> Checking:
+        checking = Checking(clock=lambda: self.wall, cpu=lambda: self.cpu)
+        checking.measure()  # the first window opens
+        return checking
+
+
+def test_busy_is_the_cpu_share_of_each_whole_window() -> None:
+    clocks = Clocks()
+    checking = clocks.checking()
+    assert checking.busy == 0.0  # nothing known yet: worker threads
+    clocks.spend(WINDOW / 2, busy=0.9)
+    checking.measure()
+    assert checking.busy == 0.0  # the window is not over
+    clocks.spend(WINDOW / 2, busy=0.9)
+    checking.measure()
+    assert checking.busy == pytest.approx(0.9)
+    clocks.spend(WINDOW * 3, busy=0.2)
+    checking.measure()
+    assert checking.busy == pytest.approx(0.2)
+
+
+def busy_checking() -> Checking:
+    clocks = Clocks()
+    checking = clocks.checking()
+    clocks.spend(WINDOW, busy=1.0)  # measured at the next check: a core kept busy
+    return checking
 
 
 async def hold_the_threads(checking: Checking, held: anyio.Event, release: anyio.Event
@@ -70,10 +99,8 @@ async def hold_one(checking: Checking, release: anyio.Event) -> None:
         await release.wait()
 
 
-async def test_a_quick_gateways_small_png_is_checked_in_place_the_rest_in_a_thread() -> None:
-    checking = Checking()
-    for _ in range(3):
-        checking.answered_in(0.0)
+async def test_a_busy_process_checks_a_small_png_in_place_the_rest_in_a_thread() -> None:
+    checking = busy_checking()
     held, release = anyio.Event(), anyio.Event()
     results: list[str] = []
 
@@ -93,22 +120,22 @@ async def test_a_quick_gateways_small_png_is_checked_in_place_the_rest_in_a_thre
     assert results == ["png"]
 
 
-@pytest.mark.parametrize("quick", [True, False])
-async def test_in_place_or_not_a_cut_png_fails_the_same_way(quick: bool) -> None:
-    checking = Checking()
-    checking.answered_in(0.0 if quick else 1.0)
+@pytest.mark.parametrize("busy", [True, False])
+async def test_in_place_or_not_a_cut_png_fails_the_same_way(busy: bool) -> None:
+    checking = busy_checking() if busy else Checking()
     for whole in (flat_png(), noisy_png()):
         with pytest.raises(BadResponse, match="png image is corrupt"):
             await checking.check(whole[:-40])
 
 
-async def test_a_gateway_that_takes_its_time_gets_its_answers_checked_in_threads(
+async def test_a_run_with_time_to_spare_gets_its_answers_checked_in_threads(
         tmp_path: Path) -> None:
+    # Waiting on a gateway that takes its time, the process is far from busy: the real
+    # clocks, measured over real answers.
     jpeg = tiny_image(tmp_path / "shirt.jpg")
-    options = SimulatorOptions(api_key=TEST_KEY, latency=QUICK_ANSWER * 4)
+    options = SimulatorOptions(api_key=TEST_KEY, latency=WINDOW * 2)
     async with aiohttp.ClientSession() as session, running_simulator(options) as sim:
         gateway = Gateway(session, provider(sim.base_url), 10)
         for n in range(3):
             await gateway.edit(task(tmp_path, [jpeg]), f"key-{n}")
-    assert gateway.checking.answer_time is not None
-    assert gateway.checking.answer_time >= QUICK_ANSWER * 4 and not gateway.checking.quick
+    assert 0 < gateway.checking.busy < BUSY
