@@ -162,6 +162,7 @@ def new_file_cost(folder: Path, count: int = 200) -> tuple[float, float]:
         sync.append(synced - written)
     return statistics.median(create), statistics.median(sync)
 
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
