@@ -68,7 +68,7 @@ class Ledger(Claims, FileHashes):
         self._pending = 0
         self._last_commit = clock()
         self._closed = False
-        self._near = self._older = {}  # FileHashes: rows of the inputs' chunk, and the last
+        self._near, self._older = {}, {}  # FileHashes: rows of the inputs' chunk, and the last
         self._checked = {}  # FileHashes: hashes the check pass just vouched for
 
     @classmethod
