@@ -35,7 +35,7 @@ from pipeline.ledger.reviews import Decision, Review, Reviews
 from pipeline.ledger.store import Attempt, Ledger, TaskRecord
 from pipeline.task import State
 from pipeline.views.status import simulated_spend
-from pipeline.views.thumbnails import FILE_MODE, Thumbnails
+from pipeline.views.thumbnails import Thumbnails
 
 LABELS = {
     State.SUCCEEDED: "Succeeded", State.FAILED: "Failed", State.UNKNOWN: "Unknown",
@@ -85,7 +85,6 @@ def write_report(manifest: Path, output: Path | None = None, ledger: Path | None
     body = _render(manifest, cards, counts, spent, page, rehearsal)
     # "replace": a file name that is not UTF-8 shows as "?" (its link is percent-encoded).
     write_atomic(output, body.encode("utf-8", "replace"))
-    os.chmod(output, FILE_MODE)  # write_atomic's mkstemp made it 0600
     return output
 
 

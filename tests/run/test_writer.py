@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pipeline.ledger import durable
 from pipeline.ledger.durable import write_atomic
 from pipeline.ledger.sidecar import read_sidecar, write_sidecar
 from pipeline.run.writer import result_of, write_result
@@ -77,6 +80,26 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path: Path) -> None:
         write_atomic(target, "not bytes")  # type: ignore[arg-type]
     assert Image.open(target).getpixel((0, 0)) == (9, 9, 9)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_a_write_makes_its_folder_and_gives_the_file_an_ordinary_mode(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "deeper" / "a.png"
+    write_atomic(target, png((1, 2, 3)))
+    assert Image.open(target).getpixel((0, 0)) == (1, 2, 3)
+    assert stat.S_IMODE(target.stat().st_mode) == durable.FILE_MODE  # not mkstemp's 0600
+    assert os.listdir(target.parent) == ["a.png"]
+
+
+def test_a_temp_name_already_taken_is_left_alone(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # A dead run with our pid left its temp file at the name our counter comes to next.
+    monkeypatch.setattr(durable, "_COUNTER", itertools.count(7))
+    stale = tmp_path / f"{durable.TEMP_PREFIX}{os.getpid()}-{durable._TOKEN}7.part"
+    stale.write_bytes(b"half an image")
+    write_atomic(tmp_path / "a.png", png((4, 5, 6)))
+    assert Image.open(tmp_path / "a.png").getpixel((0, 0)) == (4, 5, 6)
+    assert stale.read_bytes() == b"half an image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stale.name, "a.png"]
 
 
 def test_sidecar_round_trip(tmp_path: Path) -> None:
