@@ -59,6 +59,7 @@ def main() -> int:
     compileall.compile_dir(Path(__file__).resolve().parent.parent / "pipeline", quiet=1)
     load_before = os.getloadavg()[0]
     file_cost = new_file_cost(work)
+    speed = [python_speed()]
     started = time.perf_counter()
     results: list[Outcome] = []
     try:
@@ -70,7 +71,8 @@ def main() -> int:
                   flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(render(results, time.perf_counter() - started, load_before, file_cost))
+    speed.append(python_speed())
+    print(render(results, time.perf_counter() - started, load_before, file_cost, speed))
     return 0
 
 
@@ -116,7 +118,7 @@ def profiler(folder: str) -> scenarios.Profile:
 
 
 def render(results: list[Outcome], elapsed: float, load_before: float,
-           file_cost: tuple[float, float]) -> str:
+           file_cost: tuple[float, float], speed: list[float]) -> str:
     rows = [r for o in results for r in o.rows]
     table = [HEADERS, *((r.scenario, r.figure, r.imgedit, r.sdk, r.target, r.verdict)
                         for r in rows)]
@@ -137,7 +139,22 @@ def render(results: list[Outcome], elapsed: float, load_before: float,
     lines.append(f"  a new file in the work folder: {create * 1e6:.0f} us to create, fill (4 KB) "
                  f"and rename, {sync * 1e6:.0f} us to fsync (medians of 200); imgedit writes two "
                  "a task and fsyncs one, the SDK script writes one")
+    lines.append(f"  a fixed Python loop took {speed[0] * 1e3:.0f} ms before the scenarios and "
+                 f"{speed[1] * 1e3:.0f} ms after (the machine's speed then: on a shared VM it "
+                 "can move by a third within minutes, and the SDK script, all Python, with it)")
     return "\n".join(lines)
+
+
+def python_speed() -> float:
+    """Median seconds of five runs of a fixed pure-Python loop: how fast this machine runs
+    Python right now, so two tables can be compared (and one judged) by it."""
+    def loop() -> float:
+        started = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i * i % 7
+        return time.perf_counter() - started
+    return statistics.median(loop() for _ in range(5))
 
 
 def new_file_cost(folder: Path, count: int = 200) -> tuple[float, float]:
