@@ -33,7 +33,7 @@ import startup
 from scenarios import Outcome, Row
 
 SCENARIOS = ("startup", "overhead", "concurrency", "rate", "scale")
-FULL = {"overhead": 2000, "rounds": 3, "little": 1000, "rate_tasks": 400, "rate": 20,
+FULL = {"overhead": 2000, "rounds": 5, "little": 1000, "rate_tasks": 400, "rate": 20,
         "small": 10_000, "large": 100_000}
 QUICK = {"overhead": 500, "rounds": 3, "little": 300, "rate_tasks": 100, "rate": 20,
          "small": 1_000, "large": 10_000}
@@ -80,7 +80,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", metavar="LIST", help=f"comma-separated: {','.join(SCENARIOS)}")
     parser.add_argument("--quick", action="store_true", help="smaller counts, for iterating")
-    parser.add_argument("--rounds", type=int, help="overhead rounds per client (default 3)")
+    parser.add_argument("--rounds", type=int,
+                        help="overhead rounds per client (default 5; 3 with --quick)")
     parser.add_argument("--workdir", help="where the temporary catalogs go (default: $TMPDIR)")
     parser.add_argument("--profile", metavar="DIR", help="py-spy profiles of imgedit into DIR")
     return parser.parse_args()
