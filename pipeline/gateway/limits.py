@@ -11,8 +11,9 @@ refuses with a bare 429: no Retry-After, often no body. So:
 - `Pacer` spaces departures evenly on a fixed timeline, a small MARGIN under the
   rate, so that any N consecutive requests span more than W at the server even
   when each one's trip there varies by a few ms. The scheduler takes its turn as
-  late as it can: after the body is built and the ledger row committed, right
-  before the request is written (see `Gateway.edit(ready=...)`).
+  late as it can, once the body is built (see `Gateway.edit(ready=...)`), and says
+  when the request really leaves (`left`): its ledger row's commit comes between
+  the two and can take milliseconds, so the next turn keeps its distance from then.
 - `Throttle` learns the rate when nobody told it, or when a 429 says the told
   rate is too high: AIMD on the request rate. A 429 cuts the rate to BETA times
   what the gateway let through lately (multiplicative decrease) and costs one
@@ -65,6 +66,14 @@ class Pacer:
 
     def hold(self, until: float) -> None:
         self._next = max(self._next, until)
+
+    def left(self) -> None:
+        """A request leaves now, perhaps well after its turn (its ledger commit came in
+        between and took a WAL checkpoint's fsync): the next one keeps a whole interval
+        from now, less SLACK. Spaced from the turn instead, a late one and the next one
+        reached the server 20 ms apart, and the 21st after a 20/s window's 429."""
+        if self.rate is not None:
+            self._next = max(self._next, self.clock() + self.interval - SLACK)
 
     async def turn(self) -> float:
         """Wait for this request's turn; returns the moment it may leave."""
@@ -149,6 +158,9 @@ class Throttle:
         self._sent.append(departed)
         _forget(self._sent, departed - HORIZON)
         return departed
+
+    def left(self) -> None:
+        self.pacer.left()
 
     def on_success(self, departed: float) -> None:
         self._refused = 0

@@ -209,6 +209,7 @@ class Scheduler:
         if number == 1:
             self.ledger.mark_submitted(self.run_id, task, fingerprint, commit=False)
             await self.commits.committed()  # with the others leaving in this turn
+        self.throttle.left()  # the pace is kept from here, not from the turn
         self.tally.in_flight += 1
         self.tally.sent()
         departure.at, departure.wall, departure.started = departed, time.time(), time.monotonic()

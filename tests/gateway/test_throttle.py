@@ -66,10 +66,31 @@ async def test_a_late_wake_up_is_made_up_but_a_stall_is_not_made_up_by_a_burst()
     assert gaps(after_stall) == pytest.approx([interval - SLACK, interval])  # no burst
 
 
+async def test_a_request_that_leaves_late_keeps_the_next_one_an_interval_away() -> None:
+    """Each request's ledger commit comes between its turn and the wire; one that took
+    30 ms (a WAL checkpoint's fsync) made that request and the next reach the server
+    21 ms apart, and the relay refused the 20th after them (seen at 20/s, told 20/s)."""
+    clock = FakeClock()
+    pacer = Pacer(20.0, clock=clock, sleep=clock.sleep)
+    window = SlidingWindow(20, 1.0, clock=lambda: clock.now)
+    arrived = []
+    for number in range(60):
+        await pacer.turn()
+        clock.now += 0.030 if number == 10 else 0.0005  # the commit, then the request goes
+        pacer.left()
+        arrived.append(clock.now)
+        assert window.admit(), f"request {number} refused"
+    assert min(gaps(arrived)) >= pacer.interval - SLACK
+    assert gaps(arrived)[10] == pytest.approx(pacer.interval - SLACK + 0.0005)  # not 21 ms
+    assert max(gaps(arrived)) < pacer.interval + 0.030  # the delay is not paid twice
+
+
 async def test_without_a_rate_nothing_waits() -> None:
     clock = FakeClock()
     pacer = Pacer(None, clock=clock, sleep=clock.sleep)
     assert await departures(pacer, 100) == [1000.0] * 100
+    pacer.left()
+    assert await pacer.turn() == 1000.0
 
 
 # --- learning from 429s (AIMD on the rate) ------------------------------------------------------

@@ -1,7 +1,8 @@
-"""The short switch interval holds while a run sends, and the caller's comes back after."""
+"""While a run sends: a short switch interval and the heap frozen; the caller's own after."""
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import pytest
@@ -22,3 +23,23 @@ def test_the_interval_is_short_inside_and_the_callers_own_after() -> None:
             assert sys.getswitchinterval() == pytest.approx(0.0001, rel=0.05)
     finally:
         sys.setswitchinterval(before)
+
+
+def test_what_exists_when_sending_starts_is_frozen_and_thawed_after() -> None:
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError), loop_first():
+        # Every object of the process so far sits out the collector's passes.
+        assert gc.get_freeze_count() > 1000
+        raise RuntimeError("a run that ends badly thaws it too")
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_heap_the_caller_froze_stays_frozen() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with loop_first():
+            assert gc.get_freeze_count() == frozen  # not frozen again, nor thawed
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
