@@ -69,9 +69,10 @@ class Pacer:
 
     def left(self) -> None:
         """A request leaves now, perhaps well after its turn (its ledger commit came in
-        between and took a WAL checkpoint's fsync): the next one keeps a whole interval
-        from now, less SLACK. Spaced from the turn instead, a late one and the next one
-        reached the server 20 ms apart, and the 21st after a 20/s window's 429."""
+        between: 5-12 ms here when it ran a WAL checkpoint, more on a slow disk): the next
+        one keeps a whole interval from now, less SLACK. Spaced from its turn instead, a
+        request 30 ms late and the next one on time reach the server 21 ms apart, and a
+        20/s window refuses the 20th after them (MARGIN covers ~20 ms)."""
         if self.rate is not None:
             self._next = max(self._next, self.clock() + self.interval - SLACK)
 
