@@ -9,6 +9,7 @@ touching those of a live run writing into the same folder.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import re
@@ -47,7 +48,9 @@ def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> os.stat_resul
     try:
         view = memoryview(data)  # a str is a TypeError here, before any write
         while view:
-            view = view[os.write(fd, view):]
+            if not (wrote := os.write(fd, view)):  # never for a file; a full disk raises
+                raise OSError(errno.EIO, f"nothing more could be written to {path}")
+            view = view[wrote:]
         if sync:
             os.fsync(fd)
         stat = os.fstat(fd)
