@@ -12,7 +12,7 @@ decoders, an fsync, runs without the GIL).
 The collector's full pass walks every object the process holds, most of them
 the modules, config and plan made before sending: 27-42 ms of a stopped loop,
 twice in a 3,000-task run. A request that took its pacer's turn just before one
-reached the relay 30 ms late, and the next on time, 21 ms after it: the relay's
+reached the relay ~30 ms late, and the next on time, 6-23 ms after it: the relay's
 20/s window refused the 20th after them (in 7 of 16 400-task runs told the
 right rate). Frozen (`gc.freeze`), what exists when sending starts is left out of
 every pass (it lives as long as the run anyway); the one full pass left took 6 ms.
