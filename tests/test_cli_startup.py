@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import tiny_image
+from pipeline.simulator.app import SimulatorThread
+from tests.conftest import TEST_KEY, tiny_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SENDING_ONLY = ("aiohttp", "anyio", "rich", "tenacity", "pipeline.simulator",
@@ -26,9 +28,10 @@ finally:
 """
 
 
-def imported(*args: str, cwd: Path = ROOT) -> set[str]:
+def imported(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> set[str]:
     done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+                          text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "", **(env or {})})
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stderr.strip().splitlines()[-1]))
 
@@ -49,3 +52,24 @@ def test_validate_imports_nothing_that_only_sending_needs(tmp_path: Path) -> Non
     (tmp_path / "job.yaml").write_text(
         "version: 1\nprovider: openai\ntasks:\n  - images: a.png\n    prompt: white\n")
     assert heavy(imported("validate", "job.yaml", cwd=tmp_path)) == []
+
+
+def test_tenacity_is_imported_only_when_a_first_attempt_fails(
+        tmp_path: Path, simulator: Callable[..., SimulatorThread]) -> None:
+    """The retry policy is built after a failure (retry.attempts): a run whose requests all
+    succeed at once never imports tenacity; one whose request failed does, and retries."""
+    tiny_image(tmp_path / "a.png")
+    (tmp_path / "job.yaml").write_text(
+        "version: 1\nprovider: openai\ntasks:\n  - images: a.png\n    prompt: white\n")
+    env = {"IMGEDIT_API_KEY": TEST_KEY, "IMGEDIT_RETRY_WAIT_SCALE": "0"}
+    quick = simulator()
+    modules = imported("run", "job.yaml", "--base-url", quick.base_url, cwd=tmp_path, env=env)
+    assert "aiohttp" in modules and "tenacity" not in modules
+    assert quick.stats().succeeded == 1
+
+    (tmp_path / "job.yaml").write_text(
+        "version: 1\nprovider: openai\ntasks:\n  - images: a.png\n    prompt: navy\n")
+    failing = simulator(fail_first={"502": 1})
+    modules = imported("run", "job.yaml", "--base-url", failing.base_url, cwd=tmp_path, env=env)
+    assert "tenacity" in modules
+    assert failing.stats().requests == 2 and failing.stats().succeeded == 1

@@ -11,20 +11,15 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
 from pipeline.gateway.classify import Verdict, classify
+
+if TYPE_CHECKING:  # tenacity is imported when a first attempt fails (see `attempts`)
+    from tenacity import AsyncRetrying, RetryCallState
 
 __all__ = ["Verdict", "attempts", "classify", "is_overload", "may_be_billed",
            "parse_retry_after", "policy", "should_retry"]
@@ -96,6 +91,8 @@ class _Wait:
     none after a bare 429, which the throttle answers by pacing (limits.Throttle)."""
 
     def __init__(self, initial: float, cap: float, scale: float):
+        from tenacity import wait_exponential_jitter
+
         self.backoff = wait_exponential_jitter(initial=initial, max=cap, jitter=initial)
         self.scale = scale
 
@@ -121,6 +118,8 @@ def policy(
 ) -> AsyncRetrying:
     """`retries` further attempts after the first, all within `deadline` seconds.
     `sleep` waits between attempts (the scheduler's wakes early when the run stops)."""
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
+
     return AsyncRetrying(
         sleep=sleep or anyio.sleep,
         stop=stop_after_attempt(retries + 1) | stop_after_delay(deadline),
@@ -139,7 +138,8 @@ async def attempts(send: Callable[[], Awaitable[T]], deadline: float,
     failed, and gets that failure replayed as its own first attempt, so its waits, its
     count and its logging are what they would have been, and no request is sent twice.
     Building and driving a tenacity policy for every task cost ~10% of the event loop's
-    CPU in `make bench`'s overhead run, where nearly every first attempt succeeds."""
+    CPU in `make bench`'s overhead run, where nearly every first attempt succeeds; and a
+    run whose first attempts all succeed never imports tenacity (~10 ms of start-up)."""
     started = time.monotonic()
     try:
         return await send()

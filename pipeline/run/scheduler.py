@@ -16,11 +16,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-from tenacity import AsyncRetrying, RetryCallState
 
 from pipeline.config.settings import Settings
 from pipeline.errors import BadResponse, OutcomeUnknown, RequestError, StatusError
@@ -43,6 +42,9 @@ from pipeline.run.writer import Result, result_of, write_result
 from pipeline.task import Task
 from pipeline.views.logs import event
 from pipeline.views.tally import Tally
+
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState
 
 
 class Stopped(Exception):
