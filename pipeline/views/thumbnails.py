@@ -29,6 +29,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from pipeline.ledger.durable import FILE_MODE
+
 THUMB_PX = 160  # longest side, in pixels
 QUALITY = 80
 METHOD = 2  # WEBP effort: 4 would make files ~7% smaller for twice the encoding time
@@ -64,22 +66,12 @@ def make_thumbnail(source: Path, target: Path, px: int = THUMB_PX) -> bool:
     try:
         with os.fdopen(fd, "wb") as fh:
             small.save(fh, "WEBP", quality=QUALITY, method=METHOD)
-        os.chmod(temp, FILE_MODE)
+        os.chmod(temp, FILE_MODE)  # mkstemp's 0600 would hide a shared report from others
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return True
-
-
-def _umask() -> int:
-    mask = os.umask(0o22)  # the only way to read it is to set it; put it back at once
-    os.umask(mask)
-    return mask
-
-
-# What open() would give a new file: mkstemp's 0600 would hide a shared report from others.
-FILE_MODE = 0o666 & ~_umask()
 
 
 def _has_alpha(image: Image.Image) -> bool:

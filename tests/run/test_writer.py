@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import json
@@ -78,6 +79,30 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path: Path) -> None:
     write_atomic(target, png((9, 9, 9)))
     with pytest.raises(TypeError):
         write_atomic(target, "not bytes")  # type: ignore[arg-type]
+    assert Image.open(target).getpixel((0, 0)) == (9, 9, 9)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_a_write_that_stops_writing_is_an_error_not_a_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.write returning 0 (never for a file; a full disk raises ENOSPC) ends in EIO, with
+    the old file kept and no temp file left, instead of looping for ever."""
+    target = tmp_path / "a.png"
+    write_atomic(target, png((9, 9, 9)))
+    real_write, calls = os.write, []
+
+    def stuck(fd: int, data: bytes) -> int:
+        if fd <= 2:  # pytest's own output
+            return real_write(fd, data)
+        calls.append(len(data))
+        return 10 if len(calls) == 1 else 0  # a short write, then nothing
+
+    monkeypatch.setattr(os, "write", stuck)
+    with pytest.raises(OSError) as raised:
+        write_atomic(target, png((1, 1, 1)))
+    monkeypatch.undo()
+    assert raised.value.errno == errno.EIO and "a.png" in str(raised.value)
+    assert len(calls) == 2 and calls[1] == calls[0] - 10  # the rest, after the short write
     assert Image.open(target).getpixel((0, 0)) == (9, 9, 9)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -24,6 +25,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import InputError
+from pipeline.ledger.durable import FILE_MODE
 from pipeline.ledger.store import Attempt, Ledger, Outcome
 from pipeline.simulator.app import SimulatorOptions, SimulatorThread
 from pipeline.task import Location, Task
@@ -218,6 +220,7 @@ def test_thumbnails_are_small_files_not_the_originals(catalog: Scenario) -> None
             assert thumb.format == "WEBP"
             assert max(thumb.size) <= THUMB_PX
         assert path.stat().st_size < 8_000
+        assert stat.S_IMODE(path.stat().st_mode) == FILE_MODE  # not mkstemp's 0600: shared
         assert path.read_bytes() not in originals
     assert catalog.report.stat().st_size < 40_000  # nothing inlined
 
