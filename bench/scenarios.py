@@ -56,10 +56,10 @@ def imgedit_cmd(manifest: Path, base_url: str, concurrency: int, rate: str = "un
             "--concurrency", str(concurrency), "--rate", rate, "--quiet", "--json"]
 
 
-def sdk_cmd(root: Path, base_url: str, concurrency: int) -> list[str]:
-    script = Path(__file__).resolve().parent / "sdk_baseline.py"
-    return [PY, str(script), str(root), "--base-url", base_url,
-            "--concurrency", str(concurrency)]
+def script_cmd(script: str, root: Path, base_url: str, concurrency: int) -> list[str]:
+    """A baseline script of this folder (sdk_baseline.py, bare_client.py) over `root`."""
+    return [PY, str(Path(__file__).resolve().parent / script), str(root),
+            "--base-url", base_url, "--concurrency", str(concurrency)]
 
 
 def run_imgedit(manifest: Path, base_url: str, concurrency: int, rate: str = "unlimited",
@@ -75,10 +75,11 @@ def run_imgedit(manifest: Path, base_url: str, concurrency: int, rate: str = "un
     return m, summary
 
 
-def run_sdk(root: Path, base_url: str, concurrency: int) -> Measured:
-    m = measure(sdk_cmd(root, base_url, concurrency), cwd=root)
+def run_sdk(root: Path, base_url: str, concurrency: int,
+            script: str = "sdk_baseline.py") -> Measured:
+    m = measure(script_cmd(script, root, base_url, concurrency), cwd=root)
     if m.returncode != 0:
-        raise ClientFailed(f"the SDK script exited {m.returncode}:\n{m.tail()}")
+        raise ClientFailed(f"{script} exited {m.returncode}:\n{m.tail()}")
     return m
 
 
@@ -145,22 +146,26 @@ def concurrency(work: Path, tasks: int) -> Outcome:
     The figure is taken while the client has work queued: from one latency after
     the first request (the first wave is back) to the moment the last request
     arrives (from then on no client can keep 50 in flight). The whole window,
-    ramp and tail included, and the whole process are in the notes.
+    ramp and tail included, and the whole process are in the notes, with the same
+    figures for bare_client.py: the floor of this machine, which checks nothing first
+    and keeps nothing.
     """
     out = Outcome()
     little = LITTLE_CONCURRENCY / LITTLE_LATENCY
     steady: dict[str, float] = {}
     whole: dict[str, float] = {}
     with Simulator(latency=LITTLE_LATENCY) as sim:
-        for who in ("imgedit", "sdk"):
+        for who in ("imgedit", "sdk", "bare"):
             root = work / f"little-{who}"
             manifest = make_catalog(root, tasks)
             sim.reset()
             with StatsPoller(sim, tasks) as window:
+                started = time.perf_counter()  # the poller's clock
                 if who == "imgedit":
                     m, _ = run_imgedit(manifest, sim.base_url, LITTLE_CONCURRENCY)
                 else:
-                    m = run_sdk(root, sim.base_url, LITTLE_CONCURRENCY)
+                    script = "sdk_baseline.py" if who == "sdk" else "bare_client.py"
+                    m = run_sdk(root, sim.base_url, LITTLE_CONCURRENCY, script)
             stats = check_answered(sim, tasks, who)
             first, last, done = window.first_request, window.last_request, window.last_success
             assert first is not None and last is not None and done is not None
@@ -170,7 +175,11 @@ def concurrency(work: Path, tasks: int) -> Outcome:
                 f"concurrency {who:7}: {steady[who]:.1f} tasks/s with work queued (mean "
                 f"{in_flight:.1f} in flight at the simulator, max {stats['max_in_flight']}); "
                 f"{tasks / (done - first):.1f}/s from first request to last answer; "
-                f"{tasks / m.wall_s:.1f}/s over the whole process ({m.wall_s:.1f} s)")
+                f"{tasks / m.wall_s:.1f}/s over the whole process ({m.wall_s:.2f} s, "
+                f"{first - started:.2f} s of it before the first request)")
+    out.notes.append(
+        f"concurrency floor: over the whole process bare_client.py reached "
+        f"{whole['bare'] / little:.1%} of {little:.0f}/s, imgedit {whole['imgedit'] / little:.1%}")
     share = steady["imgedit"] / little
     out.rows.append(Row("concurrency",
                         f"tasks/s ({tasks:,} tasks, latency {LITTLE_LATENCY:g} s, "
