@@ -42,7 +42,11 @@ async def edit_one(session: aiohttp.ClientSession, gate: asyncio.Semaphore, url:
         except Exception as exc:  # like the SDK script: say it and move on
             print(f"{path.name}: {exc}", file=sys.stderr)
             return False
-    data = base64.b64decode(json.loads(body)["data"][0]["b64_json"])
+    try:
+        data = base64.b64decode(json.loads(body)["data"][0]["b64_json"])
+    except (ValueError, LookupError, TypeError) as exc:
+        print(f"{path.name}: no image in the answer ({exc!r})", file=sys.stderr)
+        return False
     path.with_name(f"{path.stem}.edited.png").write_bytes(data)
     return True
 

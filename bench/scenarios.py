@@ -75,8 +75,7 @@ def run_imgedit(manifest: Path, base_url: str, concurrency: int, rate: str = "un
     return m, summary
 
 
-def run_sdk(root: Path, base_url: str, concurrency: int,
-            script: str = "sdk_baseline.py") -> Measured:
+def run_script(script: str, root: Path, base_url: str, concurrency: int) -> Measured:
     m = measure(script_cmd(script, root, base_url, concurrency), cwd=root)
     if m.returncode != 0:
         raise ClientFailed(f"{script} exited {m.returncode}:\n{m.tail()}")
@@ -132,7 +131,7 @@ def _overhead_round(root: Path, who: str, tasks: int, concurrency: int, sim: Sim
     if who == "imgedit":
         m, _ = run_imgedit(manifest, sim.base_url, concurrency, wrap=wrap)
     else:
-        m = run_sdk(root, sim.base_url, concurrency)
+        m = run_script("sdk_baseline.py", root, sim.base_url, concurrency)
     sim_cpu = sim.cpu_s() - before
     check_answered(sim, tasks, who)
     return m, sim_cpu
@@ -160,12 +159,13 @@ def concurrency(work: Path, tasks: int) -> Outcome:
             manifest = make_catalog(root, tasks)
             sim.reset()
             with StatsPoller(sim, tasks) as window:
-                started = time.perf_counter()  # the poller's clock
+                # The poller's clock; the launcher's own start counts, alike for each client.
+                started = time.perf_counter()
                 if who == "imgedit":
                     m, _ = run_imgedit(manifest, sim.base_url, LITTLE_CONCURRENCY)
                 else:
                     script = "sdk_baseline.py" if who == "sdk" else "bare_client.py"
-                    m = run_sdk(root, sim.base_url, LITTLE_CONCURRENCY, script)
+                    m = run_script(script, root, sim.base_url, LITTLE_CONCURRENCY)
             stats = check_answered(sim, tasks, who)
             first, last, done = window.first_request, window.last_request, window.last_success
             assert first is not None and last is not None and done is not None
