@@ -211,7 +211,8 @@ def test_the_page_opens_in_a_browser_where_one_exists(folder: Path, tmp_path: Pa
     works all the same."""
     opened = tmp_path / "opened.txt"
     script = tmp_path / "browser.sh"
-    script.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    # Written aside, then renamed: the test must never read the file half written.
+    script.write_text(f'#!/bin/sh\necho "$1" > {opened}.part && mv {opened}.part {opened}\n')
     script.chmod(0o755)
     cli = Cli(folder)
     for env, expect_open in (({"DISPLAY": ":0", "BROWSER": f"{script} %s"}, True),
