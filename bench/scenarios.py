@@ -56,8 +56,13 @@ def imgedit_cmd(manifest: Path, base_url: str, concurrency: int, rate: str = "un
             "--concurrency", str(concurrency), "--rate", rate, "--quiet", "--json"]
 
 
+# The clients imgedit is measured beside, scripts of this folder: what a user would write
+# instead, and the least any client can do (the machine's floor).
+BASELINES = {"sdk": "sdk_baseline.py", "bare": "bare_client.py"}
+
+
 def script_cmd(script: str, root: Path, base_url: str, concurrency: int) -> list[str]:
-    """A baseline script of this folder (sdk_baseline.py, bare_client.py) over `root`."""
+    """One of BASELINES over `root`."""
     return [PY, str(Path(__file__).resolve().parent / script), str(root),
             "--base-url", base_url, "--concurrency", str(concurrency)]
 
@@ -131,7 +136,7 @@ def _overhead_round(root: Path, who: str, tasks: int, concurrency: int, sim: Sim
     if who == "imgedit":
         m, _ = run_imgedit(manifest, sim.base_url, concurrency, wrap=wrap)
     else:
-        m = run_script("sdk_baseline.py", root, sim.base_url, concurrency)
+        m = run_script(BASELINES["sdk"], root, sim.base_url, concurrency)
     sim_cpu = sim.cpu_s() - before
     check_answered(sim, tasks, who)
     return m, sim_cpu
@@ -164,8 +169,7 @@ def concurrency(work: Path, tasks: int) -> Outcome:
                 if who == "imgedit":
                     m, _ = run_imgedit(manifest, sim.base_url, LITTLE_CONCURRENCY)
                 else:
-                    script = "sdk_baseline.py" if who == "sdk" else "bare_client.py"
-                    m = run_script(script, root, sim.base_url, LITTLE_CONCURRENCY)
+                    m = run_script(BASELINES[who], root, sim.base_url, LITTLE_CONCURRENCY)
             stats = check_answered(sim, tasks, who)
             first, last, done = window.first_request, window.last_request, window.last_success
             assert first is not None and last is not None and done is not None

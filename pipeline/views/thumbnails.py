@@ -4,12 +4,12 @@ A thumbnail's name is a hash of its source's resolved path, size and mtime (and
 of the thumbnail settings), so a second report over unchanged files only stats
 them, and a changed file gets a new name instead of a stale picture.
 
-Making them is parallel-safe: each one is written to a temporary name in the
-thumbs folder and `os.replace`d into place, so two reports writing the same
-thumbnail at once both end with a whole file, and an interrupted one leaves only
-a stray temp file that the next report removes. No fsync: a thumbnail is a cache
-that the next report can always make again, and syncing 5,000 of them would
-cost more than making them.
+Making them is parallel-safe: each one is written by `durable.write_atomic` (a
+temporary name, then a rename), so two reports writing the same thumbnail at once
+both end with a whole file, and an interrupted one leaves only a stray temp file
+that the next report removes. No fsync: a thumbnail is a cache that the next
+report can always make again, and syncing 5,000 of them would cost more than
+making them.
 
 It never modifies, moves or re-encodes a source image, and never raises for an
 unreadable one: that source simply has no thumbnail.
@@ -18,10 +18,10 @@ unreadable one: that source simply has no thumbnail.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from pipeline.ledger.durable import FILE_MODE
+from pipeline.ledger.durable import is_temp_name, write_atomic
 
 THUMB_PX = 160  # longest side, in pixels
 QUALITY = 80
@@ -37,7 +37,6 @@ METHOD = 2  # WEBP effort: 4 would make files ~7% smaller for twice the encoding
 _VERSION = 1  # bump when the way thumbnails look changes, to remake them all
 _SUFFIX = ".webp"
 _NAME = re.compile(r"^[0-9a-f]{24}\.webp$")
-_TEMP_PREFIX = ".thumb-"
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +61,9 @@ def make_thumbnail(source: Path, target: Path, px: int = THUMB_PX) -> bool:
             small = small.convert("RGBA" if _has_alpha(small) else "RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return False
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX, suffix=_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            small.save(fh, "WEBP", quality=QUALITY, method=METHOD)
-        os.chmod(temp, FILE_MODE)  # mkstemp's 0600 would hide a shared report from others
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    encoded = io.BytesIO()  # a few KB: THUMB_PX on its longest side
+    small.save(encoded, "WEBP", quality=QUALITY, method=METHOD)
+    write_atomic(target, encoded.getvalue(), sync=False)
     return True
 
 
@@ -129,7 +122,7 @@ class Thumbnails:
         over newer files keeps the thumbnails it just made.
         """
         for entry in os.scandir(self.folder):
-            ours = _NAME.match(entry.name) or entry.name.startswith(_TEMP_PREFIX)
+            ours = _NAME.match(entry.name) or is_temp_name(entry.name)
             if not ours or entry.name in keep:
                 continue
             try:

@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import InputError
-from pipeline.ledger.durable import FILE_MODE
+from pipeline.ledger.durable import FILE_MODE, is_temp_name
 from pipeline.ledger.store import Attempt, Ledger, Outcome
 from pipeline.simulator.app import SimulatorOptions, SimulatorThread
 from pipeline.task import Location, Task
@@ -256,6 +256,24 @@ def test_rerun_reuses_thumbnails_and_replaces_changed_ones(catalog: Scenario,
         assert len(after - before) == 1 and len(before - after) == 1  # remade, stale one gone
     finally:
         shutil.copy2(ROOT / "jobs" / "products" / "soap.png", changed)
+
+
+def test_a_report_removes_the_temp_files_an_interrupted_one_left(catalog: Scenario,
+                                                                 tmp_path: Path) -> None:
+    """Thumbnails are written by write_atomic: its stray temp files from before this
+    report go; one just made (another report writing now) stays, and so do other files."""
+    out = tmp_path / "again.html"
+    thumbs = assets_folder(out) / "thumbs"
+    thumbs.mkdir(parents=True)
+    stray, fresh, other = (thumbs / n for n in (".imgedit-1-abc0.part", ".imgedit-1-abc1.part",
+                                                "notes.txt"))
+    for path in (stray, fresh, other):
+        path.write_bytes(b"RIFF")
+    os.utime(stray, (1_000_000_000, 1_000_000_000))
+    os.utime(other, (1_000_000_000, 1_000_000_000))
+    write_report(catalog.manifest, out)
+    assert not stray.exists() and fresh.exists() and other.exists()
+    assert not any(is_temp_name(p.name) for p in thumbs.iterdir() if p != fresh)
 
 
 def test_report_never_overwrites_the_manifest_or_a_picture(catalog: Scenario) -> None:
